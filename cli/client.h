@@ -1,0 +1,40 @@
+#pragma once
+// The CLI's view of the gateway's REST API: plain HTTP + JSON, as any CI system would use it.
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace bulwark::cli {
+
+// Exit codes (docs/cli.md).
+enum Exit : int {
+  kOk = 0,
+  kFailure = 1,          // the gateway refused or failed the request
+  kUsage = 2,            // bad flags or arguments
+  kNotFound = 3,         // no such sandbox
+  kUnreachable = 4,      // no gateway at that URL
+  kSandboxFailed = 5,    // the sandbox ended FAILED
+  kTimedOut = 6,         // waiting for a phase took too long
+};
+
+// A failed call: the exit code to use and a message that says what to do.
+struct CliError {
+  int exit_code;
+  std::string message;
+};
+
+class GatewayClient {
+ public:
+  explicit GatewayClient(const std::string& url);
+  nlohmann::json get(const std::string& path);
+  nlohmann::json post(const std::string& path, const nlohmann::json& body);
+  nlohmann::json del(const std::string& path);
+
+ private:
+  nlohmann::json check(const std::string& what, const httplib::Result& r);
+  std::string url_;
+  httplib::Client http_;
+};
+
+}  // namespace bulwark::cli

@@ -1,0 +1,170 @@
+// bulwark: the command line for a Bulwark gateway. Every command is one or a few REST calls.
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "cli/client.h"
+#include "cli/format.h"
+#include "shared/util.h"
+
+using bulwark::cli::CliError;
+using bulwark::cli::GatewayClient;
+using nlohmann::json;
+namespace cli = bulwark::cli;
+
+namespace {
+
+struct Globals {
+  std::string gateway = "http://127.0.0.1:8080";
+  std::string output = "table";
+};
+
+bool settled(const std::string& phase) {
+  return phase == "READY" || phase == "EXITED" || phase == "FAILED" || phase == "DELETED";
+}
+
+void print(const Globals& g, const json& sandbox) {
+  if (g.output == "json") std::cout << sandbox.dump(2) << "\n";
+  else std::cout << cli::sandbox_table({sandbox});
+}
+
+std::string path_of(const std::string& ref) { return "/v1/sandboxes/" + httplib::detail::encode_query_param(ref); }
+
+// Polls until the sandbox reaches a phase in `until`, or the timeout passes.
+json wait_for(GatewayClient& gw, const std::string& id, double timeout_s, const std::function<bool(const std::string&)>& until) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  for (;;) {
+    json s = gw.get(path_of(id));
+    if (until(s.value("phase", ""))) return s;
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw CliError{cli::kTimedOut, "sandbox " + s.value("name", id) + " is still " + s.value("phase", "?") + " after " +
+                                         std::to_string(static_cast<int>(timeout_s)) + " s; see `bulwark sandbox get " +
+                                         s.value("name", id) + "`"};
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+void print_logs(const json& reply) {
+  for (const auto& l : reply.value("lines", json::array())) {
+    (l.value("stream", "") == "stderr" ? std::cerr : std::cout) << l.value("line", "") << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("bulwark: create and manage agent sandboxes through a Bulwark gateway");
+  app.set_version_flag("--version", std::string(bulwark::kVersion));
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags (-o, --gateway) may follow the subcommand
+  Globals g;
+  app.add_option("--gateway", g.gateway, "gateway URL")->envname("BULWARK_GATEWAY")->capture_default_str();
+  app.add_option("-o,--output", g.output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  app.footer("Exit codes: 0 ok, 1 request failed, 2 usage, 3 not found, 4 gateway unreachable,\n"
+             "5 sandbox FAILED, 6 timed out. Example: bulwark sandbox create --name demo -- echo hi");
+
+  auto* sandbox = app.add_subcommand("sandbox", "create, list, inspect and delete sandboxes")->alias("sb");
+  sandbox->require_subcommand(1);
+  sandbox->fallthrough();
+
+  // create
+  auto* create = sandbox->add_subcommand("create", "create a sandbox running CMD (default: sleep infinity)");
+  std::string name, image, driver;
+  std::vector<std::string> command, envs, labels;
+  bool no_wait = false;
+  double timeout_s = 120;
+  create->add_option("--name", name, "sandbox name (default: generated)");
+  create->add_option("--image", image, "local image (default: the gateway's)");
+  create->add_option("--driver", driver, "compute driver kind: podman, docker, kubernetes, vm")
+      ->check(CLI::IsMember({"podman", "docker", "kubernetes", "vm"}));
+  create->add_option("-e,--env", envs, "KEY=VALUE for the agent's environment (repeatable)");
+  create->add_option("-l,--label", labels, "KEY=VALUE label (repeatable)");
+  create->add_flag("--no-wait", no_wait, "return once accepted instead of waiting for READY");
+  create->add_option("--timeout", timeout_s, "seconds to wait for READY")->check(CLI::PositiveNumber)->capture_default_str();
+  create->add_option("command", command, "the agent command, after --");
+  create->footer("Example: bulwark sandbox create --name demo -- sh -c 'echo hello'");
+
+  auto* list = sandbox->add_subcommand("list", "list sandboxes")->alias("ls");
+  bool all = false;
+  list->add_flag("-a,--all", all, "include deleted sandboxes");
+
+  std::string ref;
+  auto* get = sandbox->add_subcommand("get", "show one sandbox");
+  get->add_option("name", ref, "sandbox name or id")->required();
+
+  auto* del = sandbox->add_subcommand("delete", "delete a sandbox and its workload")->alias("rm");
+  bool del_wait = false;
+  del->add_option("name", ref, "sandbox name or id")->required();
+  del->add_flag("--wait", del_wait, "wait until the workload is gone");
+
+  auto* logs = sandbox->add_subcommand("logs", "print the agent's output");
+  int tail = 1000;
+  logs->add_option("name", ref, "sandbox name or id")->required();
+  logs->add_option("--tail", tail, "last N lines")->check(CLI::PositiveNumber)->capture_default_str();
+
+  auto* health = app.add_subcommand("health", "check that the gateway answers");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    GatewayClient gw(g.gateway);
+    if (*create) {
+      json spec = json::object();
+      if (!name.empty()) spec["name"] = name;
+      if (!image.empty()) spec["image"] = image;
+      if (!driver.empty()) spec["driver_kind"] = driver;
+      if (!command.empty()) spec["command"] = command;
+      for (const auto& e : envs) {
+        auto [k, v] = cli::key_value("--env", e);
+        spec["env"][k] = v;
+      }
+      for (const auto& l : labels) {
+        auto [k, v] = cli::key_value("--label", l);
+        spec["labels"][k] = v;
+      }
+      json s = gw.post("/v1/sandboxes", spec);
+      if (!no_wait) {
+        if (isatty(STDERR_FILENO)) std::cerr << "waiting for sandbox " << s.value("name", "") << " to be READY...\n";
+        s = wait_for(gw, s["sandbox_id"], timeout_s, settled);
+      }
+      print(g, s);
+      std::string phase = s.value("phase", "");
+      if (phase == "FAILED") {
+        std::cerr << "sandbox " << s.value("name", "") << " FAILED: " << s.value("reason", "") << "\n";
+        return cli::kSandboxFailed;
+      }
+      if (phase == "EXITED" && g.output == "table") print_logs(gw.get(path_of(s["sandbox_id"]) + "/logs"));
+    } else if (*list) {
+      json r = gw.get(std::string("/v1/sandboxes") + (all ? "?all=true" : ""));
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else std::cout << cli::sandbox_table(r.value("sandboxes", json::array()).get<std::vector<json>>());
+    } else if (*get) {
+      print(g, gw.get(path_of(ref)));
+    } else if (*del) {
+      json s = gw.del(path_of(ref));
+      if (del_wait) s = wait_for(gw, s["sandbox_id"], 60, [](const std::string& p) { return p == "DELETED"; });
+      print(g, s);
+    } else if (*logs) {
+      json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail));
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else print_logs(r);
+    } else if (*health) {
+      json r = gw.get("/healthz");
+      std::cout << (g.output == "json" ? r.dump(2) : "gateway " + g.gateway + ": " + r.value("status", "?")) << "\n";
+    }
+    return cli::kOk;
+  } catch (const CliError& e) {
+    std::cerr << "bulwark: " << e.message << "\n";
+    return e.exit_code;
+  } catch (const std::exception& e) {
+    std::cerr << "bulwark: " << e.what() << "\n";
+    return cli::kFailure;
+  }
+}

@@ -1,0 +1,6 @@
+// bulwark-driver-k8s: answers health; its backend is not built yet. See README.md.
+#include "shared/service.h"
+
+int main(int argc, char** argv) {
+  return bulwark::run_pending_driver(argc, argv, "kubernetes", "the Kubernetes agent-sandbox driver comes with the compute-drivers issue");
+}

@@ -1,0 +1,43 @@
+#include "services/driver-podman/container_spec.h"
+
+namespace bulwark::podman {
+
+std::string container_name(const std::string& sandbox_id) { return "bulwark-" + sandbox_id; }
+
+nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSpec& spec, const ContainerConfig& c) {
+  const std::string b = kBundleMount;
+  // The supervisor runs through the bundled loader with the bundled libraries, so it works in any
+  // image (busybox, distroless, another libc) without installing anything into it.
+  nlohmann::json entrypoint = {b + "/lib/ld.so", "--library-path", b + "/lib", b + "/bin/bulwark-supervisor"};
+  nlohmann::json command = nlohmann::json::array({"--"});
+  for (const auto& a : spec.command()) command.push_back(a);
+
+  nlohmann::json env = nlohmann::json::object();
+  for (const auto& [k, v] : spec.env()) env[k] = v;
+  // Set last so a user's env cannot point the supervisor elsewhere.
+  env["BULWARK_SANDBOX_ID"] = sandbox_id;
+  env["BULWARK_NATS_URL"] = c.nats_url;
+
+  nlohmann::json labels = {{kManagedLabel, "true"}, {kSandboxLabel, sandbox_id}, {kDriverLabel, c.driver_id},
+                           {kNameLabel, spec.name()}};
+  for (const auto& [k, v] : spec.labels()) labels["io.bulwark.label." + k] = v;
+
+  return {
+      {"name", container_name(sandbox_id)},
+      {"hostname", spec.name()},
+      {"image", spec.image()},
+      {"entrypoint", entrypoint},
+      {"command", command},
+      {"env", env},
+      {"labels", labels},
+      {"mounts", {{{"destination", b}, {"source", c.bundle_dir}, {"type", "bind"}, {"options", {"ro"}}}}},
+      // The supervisor connects out to NATS; the agent gets its own network namespace from the
+      // supervisor (confinement issue), so only the supervisor ever sees this one.
+      {"netns", {{"nsmode", "host"}}},
+      {"stdin", false},
+      {"terminal", false},
+      {"remove", false},
+  };
+}
+
+}  // namespace bulwark::podman

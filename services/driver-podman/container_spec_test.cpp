@@ -1,0 +1,31 @@
+#include <doctest/doctest.h>
+
+#include "services/driver-podman/container_spec.h"
+
+using namespace bulwark;
+using namespace bulwark::podman;
+
+TEST_CASE("the container runs the bundled supervisor with the agent command after --") {
+  v1::SandboxSpec s;
+  s.set_name("box");
+  s.set_image("localhost/bulwark/base:latest");
+  s.add_command("sh");
+  s.add_command("-c");
+  s.add_command("echo hi");
+  (*s.mutable_env())["BULWARK_SANDBOX_ID"] = "spoofed";
+  (*s.mutable_env())["TOKEN"] = "t";
+  (*s.mutable_labels())["team"] = "a";
+  auto j = container_spec("abc123", s, {"podman-h", "nats://127.0.0.1:4222", "/opt/bundle"});
+  CHECK(j["name"] == "bulwark-abc123");
+  CHECK(j["image"] == "localhost/bulwark/base:latest");
+  CHECK(j["entrypoint"].back() == "/.bulwark/bin/bulwark-supervisor");
+  CHECK(j["command"] == nlohmann::json({"--", "sh", "-c", "echo hi"}));
+  CHECK(j["env"]["BULWARK_SANDBOX_ID"] == "abc123");  // the user's value cannot override it
+  CHECK(j["env"]["TOKEN"] == "t");
+  CHECK(j["labels"][kManagedLabel] == "true");
+  CHECK(j["labels"][kSandboxLabel] == "abc123");
+  CHECK(j["labels"][kDriverLabel] == "podman-h");
+  CHECK(j["labels"]["io.bulwark.label.team"] == "a");
+  CHECK(j["mounts"][0]["source"] == "/opt/bundle");
+  CHECK(j["mounts"][0]["options"] == nlohmann::json({"ro"}));
+}

@@ -1,0 +1,61 @@
+#pragma once
+// driver-podman: turns bulwark.driver.<driver_id>.{create,delete,get,list} into Podman API calls,
+// heartbeats its capacity, and reports what its containers do (running, exited with a code,
+// gone). A restarted driver reconciles by listing the containers labelled as its own.
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "bulwark/v1/driver.pb.h"
+#include "services/driver-podman/container_spec.h"
+#include "services/driver-podman/podman_client.h"
+#include "shared/bus.h"
+#include "shared/service.h"
+#include "shared/work_queue.h"
+
+namespace bulwark::podman {
+
+struct DriverOptions {
+  std::string socket_path;
+  uint32_t capacity = 16;
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds poll{1000};
+  ContainerConfig container;
+};
+
+class PodmanDriver : public Component {
+ public:
+  PodmanDriver(Bus& bus, DriverOptions o);
+  ~PodmanDriver() override;
+  void stop() override;
+
+  v1::DriverCreateReply create(const v1::DriverCreateRequest& req);
+  v1::DriverDeleteReply remove(const v1::DriverDeleteRequest& req);
+  v1::WorkloadStatus get(const v1::DriverGetRequest& req);
+  v1::DriverListReply list();
+
+ private:
+  template <class Req, class Rep>
+  void serve_async(const std::string& op, std::function<Rep(const Req&)> fn);
+  void heartbeat(bool draining);
+  void poll();  // one reconcile pass: report every change since the last pass
+  void report(const std::string& sandbox_id, v1::ReportKind kind, const std::string& workload_id, int exit_code,
+              const std::string& reason = {});
+  v1::WorkloadStatus status_of(const nlohmann::json& listed) const;
+  v1::DriverCreateReply adopt(const std::string& sandbox_id, const nlohmann::json& inspected);
+
+  Bus& bus_;
+  DriverOptions o_;
+  PodmanClient podman_;
+  std::mutex mu_;
+  std::map<std::string, v1::WorkloadStatus> known_;  // sandbox_id -> last reported state
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  WorkQueue work_;
+  std::thread ticker_;
+  std::vector<Subscription> subs_;
+};
+
+}  // namespace bulwark::podman

@@ -1,0 +1,94 @@
+#include "services/gateway-api/gateway.h"
+
+#include <spdlog/spdlog.h>
+
+#include "services/gateway-api/http_api.h"
+#include "shared/subjects.h"
+
+namespace bulwark::gateway {
+
+v1::PlaceReply BusControlPlane::place(const v1::PlaceRequest& req) {
+  try {
+    return bus_.request<v1::PlaceReply>(subjects::kPlace, req, o_.place_timeout);
+  } catch (const Error& e) {
+    if (e.code() == Code::kUnavailable)
+      throw Error(Code::kUnavailable, "no scheduler is running: start bulwark-scheduler (scripts/up starts one)");
+    throw;
+  }
+}
+
+void BusControlPlane::delete_workload(const std::string& driver_id, const std::string& sandbox_id) {
+  v1::DriverDeleteRequest req;
+  req.set_sandbox_id(sandbox_id);
+  bus_.request<v1::DriverDeleteReply>(subjects::driver_op(driver_id, "delete"), req, o_.driver_timeout);
+}
+
+Gateway::Gateway(Bus& bus, GatewayOptions o)
+    : o_(std::move(o)), store_(o_.db_path), cp_(bus, o_), sandboxes_(store_, cp_, o_.defaults) {
+  bus.ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, o_.stream_max_age);
+  reports_ = bus.js_durable_subscribe(subjects::kSandboxStream, "gateway", subjects::kSandboxAll,
+                                      [this](Msg& m) { on_stream(m); });
+  sandboxes_.resume();
+
+  install_routes(http_, sandboxes_, HealthInfo{[&bus] { return bus.connected(); }});
+  if (!http_.bind_to_port(o_.http_addr.c_str(), o_.http_port))
+    throw Error(Code::kUnavailable, "cannot listen on " + o_.http_addr + ":" + std::to_string(o_.http_port) +
+                                        " (in use? set --http-port or BULWARK_HTTP_PORT)");
+  http_thread_ = std::thread([this] { http_.listen_after_bind(); });
+  spdlog::info("REST API on http://{}:{}, database {}", o_.http_addr, o_.http_port, o_.db_path);
+
+  sweeper_ = std::thread([this] {
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+      lock.unlock();
+      try {
+        sandboxes_.sweep();
+      } catch (const std::exception& e) {
+        spdlog::error("sweep failed: {}", e.what());
+      }
+      lock.lock();
+    }
+  });
+}
+
+void Gateway::on_stream(Msg& m) {
+  std::string_view subj = m.subject();
+  try {
+    if (subj.ends_with(".state")) {
+      v1::StateReport r;
+      if (!r.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())) || r.sandbox_id().empty())
+        spdlog::warn("dropping malformed StateReport on {}", subj);
+      else
+        sandboxes_.on_report(r);
+    } else if (subj.ends_with(".logs")) {
+      v1::LogLine l;
+      if (!l.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())) || l.sandbox_id().empty())
+        spdlog::warn("dropping malformed LogLine on {}", subj);
+      else
+        sandboxes_.on_log(l, m.stream_seq());
+    }
+  } catch (const std::exception& e) {
+    // Not acked: JetStream redelivers after AckWait, by which time the store may be back.
+    spdlog::error("cannot apply {}: {}", subj, e.what());
+    return;
+  }
+  m.ack();
+}
+
+void Gateway::stop() {
+  http_.stop();
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  sandboxes_.shutdown();
+}
+
+Gateway::~Gateway() {
+  stop();
+  if (http_thread_.joinable()) http_thread_.join();
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+}  // namespace bulwark::gateway

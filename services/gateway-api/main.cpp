@@ -1,0 +1,18 @@
+// bulwark-gateway-api: the REST front door and owner of sandbox records. See README.md.
+#include "services/gateway-api/gateway.h"
+
+int main(int argc, char** argv) {
+  bulwark::Service svc("gateway-api");
+  bulwark::gateway::GatewayOptions o;
+  double start_timeout_s = 120;
+  svc.flags()
+      .text("http-addr", &o.http_addr, "address to listen on")
+      .integer("http-port", &o.http_port, "port to listen on", 1, 65535)
+      .text("db", &o.db_path, "SQLite database file")
+      .text("default-image", &o.defaults.image, "image for sandboxes that name none")
+      .seconds("start-timeout", &start_timeout_s, "how long a sandbox may take to become READY", 1, 86400);
+  return svc.run(argc, argv, [&](bulwark::Bus& bus) {
+    o.defaults.start_timeout = std::chrono::milliseconds(static_cast<int64_t>(start_timeout_s * 1000));
+    return std::make_unique<bulwark::gateway::Gateway>(bus, o);
+  });
+}

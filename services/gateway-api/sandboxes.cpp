@@ -1,0 +1,196 @@
+#include "services/gateway-api/sandboxes.h"
+
+#include <spdlog/spdlog.h>
+
+#include "services/gateway-api/lifecycle.h"
+#include "shared/error.h"
+#include "shared/util.h"
+
+namespace bulwark::gateway {
+
+namespace {
+const char* const kDriverKinds[] = {"podman", "docker", "kubernetes", "vm"};
+
+void check_key(const std::string& field, const std::string& key) {
+  if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos)
+    throw Error(Code::kInvalidArgument, field + ": '" + key + "' is not a valid name (empty, or contains '=' or NUL)",
+                field);
+}
+}  // namespace
+
+void normalize_spec(v1::SandboxSpec& spec, const SandboxDefaults& d) {
+  if (spec.name().empty()) spec.set_name("sandbox-" + random_hex(3));
+  if (!is_dns_label(spec.name()))
+    throw Error(Code::kInvalidArgument,
+                "name: '" + spec.name() + "' must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit",
+                "name");
+  if (spec.image().empty()) spec.set_image(d.image);
+  if (spec.command().empty())
+    for (const auto& c : d.command) spec.add_command(c);
+  if (spec.command(0).empty()) throw Error(Code::kInvalidArgument, "command[0]: the program name is empty", "command[0]");
+  for (const auto& [k, v] : spec.env()) check_key("env", k);
+  for (const auto& [k, v] : spec.labels()) check_key("labels", k);
+  if (!spec.driver_kind().empty()) {
+    bool known = false;
+    for (const char* k : kDriverKinds) known = known || spec.driver_kind() == k;
+    if (!known)
+      throw Error(Code::kInvalidArgument,
+                  "driver_kind: '" + spec.driver_kind() + "' is not one of podman, docker, kubernetes, vm", "driver_kind");
+  }
+}
+
+Sandboxes::Sandboxes(Store& store, ControlPlane& cp, SandboxDefaults defaults)
+    : store_(store), cp_(cp), defaults_(std::move(defaults)), work_(4, "gateway") {}
+
+Sandboxes::~Sandboxes() { work_.shutdown(); }
+
+v1::Sandbox Sandboxes::create(v1::SandboxSpec spec, const std::string& key, bool* created) {
+  normalize_spec(spec, defaults_);
+  auto now = now_timestamp();
+  v1::Sandbox s;
+  s.set_sandbox_id(random_hex(8));
+  s.set_name(spec.name());
+  *s.mutable_spec() = spec;
+  *s.mutable_created_at() = now;
+  transition(s, v1::PENDING, "waiting for a scheduler", now);
+  auto stored = store_.insert(s, key, created);
+  if (*created) {
+    spdlog::info("sandbox {} ({}) created: image {}", s.sandbox_id(), s.name(), spec.image());
+    std::string id = s.sandbox_id();
+    work_.post([this, id] { place(id); });
+  }
+  return stored;
+}
+
+v1::Sandbox Sandboxes::get(const std::string& ref) {
+  auto s = store_.find(ref);
+  if (!s) throw Error(Code::kNotFound, "no sandbox with id or name '" + ref + "'", "sandbox_id");
+  return *s;
+}
+
+std::vector<v1::Sandbox> Sandboxes::list(bool include_deleted) { return store_.list(include_deleted); }
+
+v1::Sandbox Sandboxes::remove(const std::string& ref) {
+  auto s = get(ref);
+  auto after = store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) {
+    if (r.phase() == v1::DELETED || r.phase() == v1::STOPPING) return false;
+    transition(r, v1::STOPPING, "delete requested", now_timestamp());
+    return true;
+  });
+  if (after && after->phase() == v1::STOPPING) {
+    std::string id = s.sandbox_id();
+    work_.post([this, id] { destroy(id); });
+  }
+  return after.value_or(s);
+}
+
+std::vector<v1::LogLine> Sandboxes::logs(const std::string& ref, size_t tail) {
+  return store_.logs(get(ref).sandbox_id(), tail);
+}
+
+void Sandboxes::place(const std::string& id) {
+  auto s = store_.find(id);
+  if (!s || s->phase() != v1::PENDING) return;  // deleted meanwhile, or already placed
+  v1::PlaceRequest req;
+  req.set_sandbox_id(id);
+  *req.mutable_spec() = s->spec();
+  try {
+    auto reply = cp_.place(req);
+    // The reply carries what the scheduler and driver also report on the bus; applying it here
+    // makes READY independent of which path arrives first (reports are idempotent).
+    store_.modify(id, [&](v1::Sandbox& r) {
+      auto now = now_timestamp();
+      v1::StateReport rep;
+      rep.set_sandbox_id(id);
+      rep.set_driver_id(reply.driver_id());
+      rep.set_workload_id(reply.workload_id());
+      rep.set_kind(v1::REPORT_SCHEDULED);
+      bool changed = apply_report(r, rep, now);
+      rep.set_kind(v1::REPORT_WORKLOAD_RUNNING);
+      return apply_report(r, rep, now) || changed;
+    });
+  } catch (const Error& e) {
+    spdlog::warn("sandbox {}: placement failed: {}", id, e.what());
+    store_.modify(id, [&](v1::Sandbox& r) {
+      if (r.phase() != v1::PENDING && r.phase() != v1::SCHEDULED) return false;
+      transition(r, v1::FAILED, e.what(), now_timestamp());
+      return true;
+    });
+  }
+}
+
+void Sandboxes::destroy(const std::string& id) {
+  auto s = store_.find(id);
+  if (!s || s->phase() != v1::STOPPING) return;
+  std::string reason = "deleted";
+  if (!s->driver_id().empty()) {
+    try {
+      cp_.delete_workload(s->driver_id(), id);
+    } catch (const Error& e) {
+      if (e.code() != Code::kUnavailable) {
+        spdlog::warn("sandbox {}: delete on {} failed, will retry: {}", id, s->driver_id(), e.what());
+        store_.modify(id, [&](v1::Sandbox& r) {
+          r.set_reason(std::string("delete failed, retrying: ") + e.what());
+          *r.mutable_updated_at() = now_timestamp();
+          return true;
+        });
+        return;
+      }
+      // The driver is gone: it removes the workload when it comes back and reconciles.
+      reason = "deleted; driver " + s->driver_id() + " was unreachable and removes the workload when it reconciles";
+    }
+  }
+  store_.modify(id, [&](v1::Sandbox& r) {
+    if (r.phase() != v1::STOPPING) return false;
+    r.set_workload_running(false);
+    transition(r, v1::DELETED, reason, now_timestamp());
+    return true;
+  });
+  spdlog::info("sandbox {} deleted", id);
+}
+
+void Sandboxes::on_report(const v1::StateReport& r) {
+  auto after = store_.modify(r.sandbox_id(), [&](v1::Sandbox& s) { return apply_report(s, r, now_timestamp()); });
+  if (needs_cleanup(after ? &*after : nullptr, r)) {
+    spdlog::info("driver {} reports a workload for {} sandbox {}: deleting it", r.driver_id(),
+                 after ? "deleted" : "unknown", r.sandbox_id());
+    std::string driver = r.driver_id(), id = r.sandbox_id();
+    work_.post([this, driver, id] {
+      try {
+        cp_.delete_workload(driver, id);
+      } catch (const Error& e) {
+        spdlog::warn("cleanup of {} on {} failed: {}", id, driver, e.what());
+      }
+    });
+  }
+}
+
+void Sandboxes::on_log(const v1::LogLine& line, uint64_t seq) {
+  if (store_.find(line.sandbox_id())) store_.append_log(line, seq);
+}
+
+void Sandboxes::resume() {
+  for (const auto& s : store_.in_phases({v1::PENDING})) {
+    std::string id = s.sandbox_id();
+    work_.post([this, id] { place(id); });
+  }
+  for (const auto& s : store_.in_phases({v1::STOPPING})) {
+    std::string id = s.sandbox_id();
+    work_.post([this, id] { destroy(id); });
+  }
+}
+
+void Sandboxes::sweep() {
+  auto now = now_timestamp();
+  for (const auto& s : store_.in_phases({v1::PENDING, v1::SCHEDULED, v1::STARTING})) {
+    store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) { return expire_if_stuck(r, defaults_.start_timeout, now); });
+  }
+  for (const auto& s : store_.in_phases({v1::STOPPING})) {
+    if (to_millis(now) - to_millis(s.updated_at()) >= defaults_.delete_retry.count()) {
+      std::string id = s.sandbox_id();
+      work_.post([this, id] { destroy(id); });
+    }
+  }
+}
+
+}  // namespace bulwark::gateway

@@ -1,0 +1,63 @@
+#pragma once
+// The gateway's sandbox operations: validates requests, owns the records (through Store), starts
+// placement and deletion on worker threads, and folds the reports of other services into the
+// lifecycle. It reaches other services only through ControlPlane, so it is tested without NATS.
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "bulwark/v1/driver.pb.h"
+#include "bulwark/v1/sandbox.pb.h"
+#include "services/gateway-api/store.h"
+#include "shared/work_queue.h"
+
+namespace bulwark::gateway {
+
+// What the gateway asks of the rest of the suite. Errors are thrown as bulwark::Error.
+class ControlPlane {
+ public:
+  virtual ~ControlPlane() = default;
+  virtual v1::PlaceReply place(const v1::PlaceRequest& req) = 0;
+  virtual void delete_workload(const std::string& driver_id, const std::string& sandbox_id) = 0;
+};
+
+struct SandboxDefaults {
+  std::string image = "localhost/bulwark/base:latest";
+  std::vector<std::string> command = {"sleep", "infinity"};
+  std::chrono::milliseconds start_timeout{120000};   // PENDING/SCHEDULED/STARTING longer than this fail
+  std::chrono::milliseconds delete_retry{10000};     // a failed delete is retried this often
+};
+
+// Fills defaults and rejects what cannot run, naming the field. Pure.
+void normalize_spec(v1::SandboxSpec& spec, const SandboxDefaults& d);
+
+class Sandboxes {
+ public:
+  Sandboxes(Store& store, ControlPlane& cp, SandboxDefaults defaults);
+  ~Sandboxes();
+
+  v1::Sandbox create(v1::SandboxSpec spec, const std::string& idempotency_key, bool* created);
+  v1::Sandbox get(const std::string& id_or_name);  // Error(kNotFound) when unknown
+  std::vector<v1::Sandbox> list(bool include_deleted);
+  v1::Sandbox remove(const std::string& id_or_name);
+  std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail);
+
+  void on_report(const v1::StateReport& r);
+  void on_log(const v1::LogLine& line, uint64_t stream_seq);
+  // After a restart: place what is still PENDING, delete what is STOPPING.
+  void resume();
+  // Periodic: time out stuck sandboxes, retry stalled deletes.
+  void sweep();
+  void shutdown() { work_.shutdown(); }
+
+ private:
+  void place(const std::string& sandbox_id);
+  void destroy(const std::string& sandbox_id);
+
+  Store& store_;
+  ControlPlane& cp_;
+  SandboxDefaults defaults_;
+  WorkQueue work_;
+};
+
+}  // namespace bulwark::gateway

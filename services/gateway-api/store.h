@@ -1,0 +1,50 @@
+#pragma once
+// The gateway's durable state: sandbox records and their logs in one SQLite file (WAL). The gateway
+// is the only writer. Records are stored whole (protobuf) next to the columns that are queried.
+#include <sqlite3.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bulwark/v1/sandbox.pb.h"
+
+namespace bulwark::gateway {
+
+class Store {
+ public:
+  explicit Store(const std::string& path);  // creates the file and schema; throws Error with the path
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Inserts a new record. With an idempotency key seen before, returns that record instead and sets
+  // *created = false. Throws Error(kAlreadyExists, field "name") when a live sandbox has the name.
+  v1::Sandbox insert(const v1::Sandbox& s, const std::string& idempotency_key, bool* created);
+  // By sandbox_id, else by name (the live one, else the newest).
+  std::optional<v1::Sandbox> find(const std::string& id_or_name);
+  std::vector<v1::Sandbox> list(bool include_deleted);
+  std::vector<v1::Sandbox> in_phases(const std::vector<v1::SandboxPhase>& phases);
+  // Read-modify-write as one step under the store's lock. fn returns true to save the change.
+  // Returns the record as it is afterwards, or nullopt when there is no such sandbox_id.
+  std::optional<v1::Sandbox> modify(const std::string& sandbox_id, const std::function<bool(v1::Sandbox&)>& fn);
+
+  // Logs are keyed by the bus's stream sequence, so a redelivered line is stored once.
+  void append_log(const v1::LogLine& line, uint64_t stream_seq);
+  std::vector<v1::LogLine> logs(const std::string& sandbox_id, size_t tail);
+
+ private:
+  struct Stmt;
+  void exec(const char* sql);
+  void save_locked(const v1::Sandbox& s);
+  std::vector<v1::Sandbox> query_records(const std::string& sql);
+
+  std::mutex mu_;
+  sqlite3* db_ = nullptr;
+  std::string path_;
+};
+
+}  // namespace bulwark::gateway

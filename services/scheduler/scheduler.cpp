@@ -1,0 +1,77 @@
+#include "services/scheduler/scheduler.h"
+
+#include <spdlog/spdlog.h>
+
+#include "shared/subjects.h"
+#include "shared/util.h"
+
+namespace bulwark::scheduler {
+
+Scheduler::Scheduler(Bus& bus, SchedulerOptions o) : bus_(bus), o_(o), work_(static_cast<size_t>(o.workers), "place") {
+  heartbeats_ = bus_.subscribe(subjects::kDriverHeartbeat, [this](Msg& m) {
+    v1::DriverHeartbeat hb;
+    if (!hb.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())) || !is_subject_token(hb.driver_id())) {
+      spdlog::warn("ignoring a malformed driver heartbeat");
+      return;
+    }
+    std::lock_guard lock(mu_);
+    registry_.observe(hb, Clock::now());
+  });
+  // Placement waits on a driver: hand it to a worker so the delivery thread keeps taking requests.
+  place_ = bus_.queue_subscribe(subjects::kPlace, subjects::kSchedulerQueue, [this](Msg& m) {
+    auto owned = std::make_shared<Msg>(std::move(m));
+    work_.post([this, owned] {
+      bus_.reply_with(*owned, [&] {
+        v1::PlaceRequest req;
+        if (!req.ParseFromArray(owned->data().data(), static_cast<int>(owned->data().size())) ||
+            !is_subject_token(req.sandbox_id()))
+          throw Error(Code::kInvalidArgument, "bulwark.sched.place needs a PlaceRequest with a valid sandbox_id",
+                      "sandbox_id");
+        bus_.respond(*owned, place(req));
+      });
+    });
+  });
+}
+
+v1::PlaceReply Scheduler::place(const v1::PlaceRequest& req) {
+  std::set<std::string> tried;
+  for (;;) {
+    std::string driver;
+    {
+      std::lock_guard lock(mu_);
+      driver = registry_.pick(req.spec(), Clock::now(), tried);  // throws the user-facing reason
+      registry_.reserve(driver);
+    }
+    tried.insert(driver);
+    v1::StateReport rep;
+    rep.set_sandbox_id(req.sandbox_id());
+    rep.set_source(v1::SOURCE_SCHEDULER);
+    rep.set_kind(v1::REPORT_SCHEDULED);
+    rep.set_driver_id(driver);
+    *rep.mutable_at() = now_timestamp();
+    try {
+      bus_.js_publish(subjects::sandbox_state(req.sandbox_id()), rep);
+    } catch (const Error& e) {
+      spdlog::warn("sandbox {}: could not record SCHEDULED ({}); the reply still carries it", req.sandbox_id(), e.what());
+    }
+    v1::DriverCreateRequest create;
+    create.set_sandbox_id(req.sandbox_id());
+    *create.mutable_spec() = req.spec();
+    try {
+      auto reply = bus_.request<v1::DriverCreateReply>(subjects::driver_op(driver, "create"), create, o_.driver_timeout);
+      spdlog::info("sandbox {} placed on {} (workload {})", req.sandbox_id(), driver, reply.workload_id());
+      v1::PlaceReply out;
+      out.set_driver_id(driver);
+      out.set_workload_id(reply.workload_id());
+      return out;
+    } catch (const Error& e) {
+      if (e.code() != Code::kUnavailable) throw Error(e.code(), "driver " + driver + ": " + e.what(), e.field());
+      // Nobody answers on that driver's subject: it died between heartbeats. Try another.
+      spdlog::warn("driver {} does not answer; forgetting it", driver);
+      std::lock_guard lock(mu_);
+      registry_.forget(driver);
+    }
+  }
+}
+
+}  // namespace bulwark::scheduler

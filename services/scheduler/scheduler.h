@@ -1,0 +1,35 @@
+#pragma once
+// The scheduler process: learns drivers from their heartbeats and serves bulwark.sched.place as a
+// queue group, so any number of replicas share the work. Stateless: a restarted replica knows
+// every driver again after one heartbeat interval.
+#include <mutex>
+
+#include "services/scheduler/placement.h"
+#include "shared/bus.h"
+#include "shared/service.h"
+#include "shared/work_queue.h"
+
+namespace bulwark::scheduler {
+
+struct SchedulerOptions {
+  std::chrono::milliseconds driver_timeout{60000};  // a driver's create may pull layers, start a VM...
+  int workers = 8;                                  // placements waiting on drivers at once
+};
+
+class Scheduler : public Component {
+ public:
+  Scheduler(Bus& bus, SchedulerOptions o);
+  void stop() override { work_.shutdown(); }
+
+  v1::PlaceReply place(const v1::PlaceRequest& req);
+
+ private:
+  Bus& bus_;
+  SchedulerOptions o_;
+  std::mutex mu_;
+  DriverRegistry registry_;
+  WorkQueue work_;
+  Subscription heartbeats_, place_;
+};
+
+}  // namespace bulwark::scheduler

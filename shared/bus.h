@@ -1,0 +1,153 @@
+#pragma once
+// The one boundary between Bulwark and libnats: RAII for every NATS handle, natsStatus turned into
+// bulwark::Error with context, typed protobuf helpers, and errors carried in reply headers so that
+// any request can fail with a reason whatever its reply type.
+#include <nats/nats.h>
+
+#include <google/protobuf/message.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shared/error.h"
+
+namespace bulwark {
+
+struct NatsDeleter {
+  void operator()(natsConnection* p) const { natsConnection_Destroy(p); }
+  void operator()(natsSubscription* p) const { natsSubscription_Destroy(p); }
+  void operator()(natsMsg* p) const { natsMsg_Destroy(p); }
+  void operator()(natsOptions* p) const { natsOptions_Destroy(p); }
+  void operator()(jsCtx* p) const { jsCtx_Destroy(p); }
+};
+template <class T>
+using NatsPtr = std::unique_ptr<T, NatsDeleter>;
+
+// Turns a failed natsStatus into an Error naming what was being done. No-op on NATS_OK.
+void check_nats(natsStatus s, const std::string& what);
+
+// A received message. Owns the natsMsg.
+class Msg {
+ public:
+  explicit Msg(natsMsg* m) : m_(m) {}
+  std::string_view subject() const;
+  std::string_view data() const;
+  const char* reply() const;  // nullptr when none
+  std::optional<std::string> header(const char* key) const;
+  // Throws the Error carried in Bulwark-Error-* headers, if any.
+  void throw_if_error() const;
+  void ack();  // JetStream manual ack
+  uint64_t stream_seq() const;  // JetStream: the message's sequence in its stream (0 if none)
+  natsMsg* raw() const { return m_.get(); }
+
+ private:
+  NatsPtr<natsMsg> m_;
+};
+
+using Handler = std::function<void(Msg&)>;
+
+// A live subscription; unsubscribes when destroyed.
+class Subscription {
+ public:
+  Subscription() = default;
+  Subscription(NatsPtr<natsSubscription> sub, std::unique_ptr<Handler> handler)
+      : handler_(std::move(handler)), sub_(std::move(sub)) {}
+  Subscription(Subscription&&) = default;
+  Subscription& operator=(Subscription&&) = default;
+  ~Subscription();
+
+ private:
+  std::unique_ptr<Handler> handler_;  // destroyed after sub_ (declared first)
+  NatsPtr<natsSubscription> sub_;
+};
+
+class Bus {
+ public:
+  struct Options {
+    std::string url = "nats://127.0.0.1:4222";
+    std::string name;                          // connection name shown by nats-server
+    std::chrono::milliseconds connect_timeout{10000};  // keep retrying the first connect this long
+  };
+  // Throws Error(kUnavailable) saying which URL could not be reached and what to do.
+  static std::unique_ptr<Bus> connect(const Options& opts);
+  struct Key {  // only connect() can make a Bus
+    explicit Key() = default;
+  };
+  explicit Bus(Key) {}
+  ~Bus();
+  Bus(const Bus&) = delete;
+  Bus& operator=(const Bus&) = delete;
+
+  void publish(const std::string& subject, std::string_view data);
+  void publish(const std::string& subject, const google::protobuf::Message& m);
+  Subscription subscribe(const std::string& subject, Handler h);
+  Subscription queue_subscribe(const std::string& subject, const std::string& queue, Handler h);
+
+  // Request/reply. Throws Error: kUnavailable when nobody listens (no responders), kTimeout, or
+  // the error the responder sent in its headers.
+  Msg request(const std::string& subject, std::string_view data, std::chrono::milliseconds timeout);
+  template <class Reply>
+  Reply request(const std::string& subject, const google::protobuf::Message& req,
+                std::chrono::milliseconds timeout) {
+    Msg m = request(subject, req.SerializeAsString(), timeout);
+    Reply r;
+    if (!r.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())))
+      throw Error(Code::kInternal, "malformed " + r.GetTypeName() + " reply on " + subject);
+    return r;
+  }
+  void respond(const Msg& req, const google::protobuf::Message& reply);
+  void respond_error(const Msg& req, const Error& e);
+
+  // Serves typed requests: bad bytes get an invalid_argument reply naming the expected type, an
+  // Error thrown by fn is sent back as is, anything else as internal. queue may be empty.
+  template <class Req, class Rep>
+  Subscription serve(const std::string& subject, const std::string& queue,
+                     std::function<Rep(const Req&)> fn) {
+    Handler h = [this, fn = std::move(fn), subject](Msg& m) {
+      Req req;
+      if (!req.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()))) {
+        respond_error(m, Error(Code::kInvalidArgument,
+                               "request on " + subject + " is not a valid " + req.GetTypeName()));
+        return;
+      }
+      reply_with(m, [&] { respond(m, fn(req)); });
+    };
+    return queue.empty() ? subscribe(subject, std::move(h)) : queue_subscribe(subject, queue, std::move(h));
+  }
+  // Runs fn; turns an exception into an error reply (used by serve and by handlers that reply later).
+  void reply_with(const Msg& req, const std::function<void()>& fn);
+
+  // JetStream. ensure_stream creates the stream or updates its subjects/age; idempotent.
+  void ensure_stream(const std::string& name, const std::vector<std::string>& subjects,
+                     std::chrono::seconds max_age);
+  // Persists one message and waits for the server's ack; retries briefly while the stream is
+  // being created by its owner. Throws Error(kUnavailable) when it cannot be stored.
+  void js_publish(const std::string& subject, const google::protobuf::Message& m,
+                  std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
+  // Durable push consumer with explicit ack: the handler must call Msg::ack() once it has applied
+  // the message; unacked messages are redelivered (also after a restart of the consumer).
+  Subscription js_durable_subscribe(const std::string& stream, const std::string& durable,
+                                    const std::string& filter, Handler h);
+
+  void flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+  // Stops receiving, lets in-flight handlers finish, flushes, closes. Safe to call twice.
+  void drain(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
+  bool connected() const;
+  const std::string& url() const { return url_; }
+
+ private:
+  Subscription make_sub(const std::string& subject, const std::string* queue, Handler h);
+  jsCtx* js();
+
+  std::string url_;
+  NatsPtr<natsConnection> nc_;
+  NatsPtr<jsCtx> js_;
+  bool drained_ = false;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,20 @@
+#pragma once
+#include <google/protobuf/timestamp.pb.h>
+
+#include <string>
+
+namespace bulwark {
+
+inline constexpr const char* kVersion = "0.1.0";
+
+// n random bytes from the kernel as lowercase hex.
+std::string random_hex(size_t bytes);
+google::protobuf::Timestamp now_timestamp();
+int64_t to_millis(const google::protobuf::Timestamp& t);
+std::string hostname();
+// A subject token: lowercase letters, digits, '-' and '_' only (no '.', '*', '>' or spaces).
+bool is_subject_token(const std::string& s);
+// A DNS-label-like name: 1-63 chars of [a-z0-9-], starting and ending alphanumeric.
+bool is_dns_label(const std::string& s);
+
+}  // namespace bulwark

@@ -1,0 +1,47 @@
+#include "supervisor/session.h"
+
+#include <spdlog/spdlog.h>
+
+#include "bulwark/v1/sandbox.pb.h"
+#include "shared/subjects.h"
+#include "shared/util.h"
+
+namespace bulwark::supervisor {
+
+Session::Session(const std::string& nats_url, std::string sandbox_id, std::chrono::milliseconds connect_timeout)
+    : sandbox_id_(std::move(sandbox_id)),
+      bus_(Bus::connect({nats_url, "bulwark-supervisor-" + sandbox_id_, connect_timeout})) {}
+
+void Session::report(int kind, int exit_code, const std::string& reason) {
+  v1::StateReport r;
+  r.set_sandbox_id(sandbox_id_);
+  r.set_source(v1::SOURCE_SUPERVISOR);
+  r.set_kind(static_cast<v1::ReportKind>(kind));
+  r.set_exit_code(exit_code);
+  r.set_reason(reason);
+  *r.mutable_at() = now_timestamp();
+  bus_->js_publish(subjects::sandbox_state(sandbox_id_), r, std::chrono::seconds(30));
+}
+
+void Session::check_in() { report(v1::REPORT_SUPERVISOR_CHECKED_IN, 0, ""); }
+void Session::agent_exited(int exit_code) { report(v1::REPORT_AGENT_EXITED, exit_code, ""); }
+void Session::failed(const std::string& reason) { report(v1::REPORT_FAILED, 0, reason); }
+
+void Session::log_line(const std::string& stream, const std::string& line) {
+  v1::LogLine l;
+  l.set_sandbox_id(sandbox_id_);
+  l.set_stream(stream);
+  l.set_line(line);
+  *l.mutable_at() = now_timestamp();
+  try {
+    bus_->js_publish(subjects::sandbox_logs(sandbox_id_), l);
+  } catch (const Error& e) {
+    // Output is also on the workload's own stdout (podman logs); losing the relayed copy must not
+    // stop the agent.
+    spdlog::warn("log line not relayed: {}", e.what());
+  }
+}
+
+void Session::close() { bus_->drain(); }
+
+}  // namespace bulwark::supervisor

@@ -1,0 +1,27 @@
+#pragma once
+// The supervisor's side of the gateway session: it connects OUT to NATS (the gateway never dials
+// into a sandbox), checks in, relays the agent's output and reports how the agent ended. Reports
+// go through JetStream so a gateway that restarts meanwhile still receives them.
+#include <memory>
+#include <string>
+
+#include "shared/bus.h"
+
+namespace bulwark::supervisor {
+
+class Session {
+ public:
+  Session(const std::string& nats_url, std::string sandbox_id, std::chrono::milliseconds connect_timeout);
+  void check_in();
+  void log_line(const std::string& stream, const std::string& line);
+  void agent_exited(int exit_code);
+  void failed(const std::string& reason);
+  void close();
+
+ private:
+  void report(int kind, int exit_code, const std::string& reason);
+  std::string sandbox_id_;
+  std::unique_ptr<Bus> bus_;
+};
+
+}  // namespace bulwark::supervisor

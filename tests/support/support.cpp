@@ -1,0 +1,103 @@
+#include "tests/support/support.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "shared/error.h"
+
+namespace bulwark::testing {
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (!::mkdtemp(tmpl.data())) throw Error(Code::kInternal, errno_text("mkdtemp", errno));
+  path_ = tmpl;
+}
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    throw Error(Code::kInternal, errno_text("bind a free port", errno));
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool port_open(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void require_binary(const std::string& name, const std::string& package) {
+  std::string cmd = "command -v " + name + " >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0)
+    throw Error(Code::kFailedPrecondition,
+                name + " is not installed: run scripts/install-deps (or apt-get install -y " + package + ")");
+}
+
+NatsServer::NatsServer() : dir_("bulwark-nats") {
+  require_binary("nats-server", "nats-server");
+  start();
+}
+
+void NatsServer::start() {
+  port_ = free_port();
+  url_ = "nats://127.0.0.1:" + std::to_string(port_);
+  proc_ = Process::spawn({.argv = {"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port_), "-js", "-sd",
+                                   dir_.file("js")},
+                          .output_file = dir_.file("nats.log")});
+  if (!wait_until([&] { return port_open(port_); }, std::chrono::seconds(10)))
+    throw Error(Code::kUnavailable, "nats-server did not start: " + read_file(dir_.file("nats.log")));
+}
+
+void NatsServer::restart() {
+  proc_.stop();
+  int port = port_;
+  proc_ = Process::spawn({.argv = {"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
+                                   dir_.file("js")},
+                          .output_file = dir_.file("nats.log")});
+  if (!wait_until([&] { return port_open(port); }, std::chrono::seconds(10)))
+    throw Error(Code::kUnavailable, "nats-server did not restart");
+}
+
+}  // namespace bulwark::testing

@@ -1,0 +1,50 @@
+#pragma once
+// Helpers for tests that run real parts: temporary directories, free ports, a real nats-server
+// with JetStream, and polling with a deadline.
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "shared/process.h"
+
+namespace bulwark::testing {
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "bulwark-test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+int free_port();
+// Polls pred every 20 ms until it holds or timeout passes. Returns whether it held.
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+bool port_open(int port);
+std::string read_file(const std::string& path);
+
+// Fails the test (throws) with what to install when a binary the test needs is missing.
+void require_binary(const std::string& name, const std::string& package);
+
+class NatsServer {
+ public:
+  NatsServer();  // starts nats-server -js on a free loopback port with its store in a temp dir
+  const std::string& url() const { return url_; }
+  int port() const { return port_; }
+  void stop() { proc_.stop(); }
+  void restart();
+
+ private:
+  void start();
+  TempDir dir_;
+  int port_;
+  std::string url_;
+  Process proc_;
+};
+
+}  // namespace bulwark::testing
