@@ -148,7 +148,7 @@ Msg Bus::request(const std::string& subject, std::string_view data, std::chrono:
   natsMsg* reply = nullptr;
   natsStatus s = natsConnection_Request(&reply, nc_.get(), subject.c_str(), data.data(),
                                         static_cast<int>(data.size()), timeout.count());
-  if (s == NATS_NO_RESPONDERS) throw Error(Code::kUnavailable, "nothing is listening on " + subject);
+  if (s == NATS_NO_RESPONDERS) throw NoResponders(subject);
   if (s == NATS_TIMEOUT)
     throw Error(Code::kTimeout, "no reply on " + subject + " within " + std::to_string(timeout.count()) + " ms");
   check_nats(s, "request " + subject);

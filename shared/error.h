@@ -36,6 +36,18 @@ class Error : public std::runtime_error {
   std::string field_;
 };
 
+// Nobody subscribes to a request's subject (the service is not running). A kUnavailable Error, as
+// a distinct type so callers can tell "nobody there" from an error reply that says unavailable.
+class NoResponders : public Error {
+ public:
+  explicit NoResponders(const std::string& subject)
+      : Error(Code::kUnavailable, "nothing is listening on " + subject), subject_(subject) {}
+  const std::string& subject() const { return subject_; }
+
+ private:
+  std::string subject_;
+};
+
 // errno as text with the call that failed: "open(/x): No such file or directory".
 std::string errno_text(const std::string& what, int err);
 

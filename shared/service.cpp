@@ -48,6 +48,8 @@ int Service::run(int argc, char** argv, const std::function<std::unique_ptr<Comp
   try {
     auto bus = Bus::connect({common_.nats_url, "bulwark-" + name_,
                              std::chrono::milliseconds(static_cast<int64_t>(common_.nats_connect_timeout_s * 1000))});
+    auto component = make(*bus);
+    // Health answers only once the component is up, so "healthy" means "ready to work".
     auto health = bus->serve<v1::HealthRequest, v1::HealthReply>(
         subjects::health(name_), "", [&](const v1::HealthRequest&) {
           v1::HealthReply r;
@@ -59,7 +61,6 @@ int Service::run(int argc, char** argv, const std::function<std::unique_ptr<Comp
                               std::chrono::steady_clock::now() - started).count());
           return r;
         });
-    auto component = make(*bus);
     spdlog::info("bulwark-{} {} started ({}), NATS {}", name_, kVersion, instance_id_, common_.nats_url);
     int sig = 0;
     sigwait(&stop_signals, &sig);

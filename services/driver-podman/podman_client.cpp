@@ -18,6 +18,12 @@ std::string podman_message(const httplib::Result& r) {
   }
   return "HTTP " + std::to_string(r->status) + " " + r->body.substr(0, 200);
 }
+
+// Podman answers 500 "no such container" when a container vanishes during the call (a concurrent
+// remove): that is a 404 for our purposes.
+bool gone(const httplib::Result& r) {
+  return r->status == 404 || (r->status == 500 && r->body.find("no such container") != std::string::npos);
+}
 }  // namespace
 
 PodmanClient::PodmanClient(std::string socket_path) : socket_(std::move(socket_path)) {}
@@ -75,7 +81,7 @@ void PodmanClient::start_container(const std::string& id) {
 
 std::optional<nlohmann::json> PodmanClient::inspect_container(const std::string& id) {
   auto r = call("inspect", [&](httplib::Client& c) { return c.Get(std::string(kApi) + "/containers/" + id + "/json"); });
-  if (r->status == 404) return std::nullopt;
+  if (gone(r)) return std::nullopt;
   if (r->status != 200) fail("inspect container " + id, r);
   return nlohmann::json::parse(r->body);
 }
@@ -84,7 +90,7 @@ bool PodmanClient::remove_container(const std::string& id) {
   auto r = call("remove", [&](httplib::Client& c) {
     return c.Delete(std::string(kApi) + "/containers/" + id + "?force=true&timeout=5");
   });
-  if (r->status == 404) return false;
+  if (gone(r)) return false;
   if (r->status != 200 && r->status != 204) fail("remove container " + id, r);
   return true;
 }

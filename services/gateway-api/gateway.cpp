@@ -10,17 +10,19 @@ namespace bulwark::gateway {
 v1::PlaceReply BusControlPlane::place(const v1::PlaceRequest& req) {
   try {
     return bus_.request<v1::PlaceReply>(subjects::kPlace, req, o_.place_timeout);
-  } catch (const Error& e) {
-    if (e.code() == Code::kUnavailable)
-      throw Error(Code::kUnavailable, "no scheduler is running: start bulwark-scheduler (scripts/up starts one)");
-    throw;
+  } catch (const NoResponders&) {
+    throw Error(Code::kUnavailable, "no scheduler is running: start bulwark-scheduler (scripts/up starts one)");
   }
 }
 
 void BusControlPlane::delete_workload(const std::string& driver_id, const std::string& sandbox_id) {
   v1::DriverDeleteRequest req;
   req.set_sandbox_id(sandbox_id);
-  bus_.request<v1::DriverDeleteReply>(subjects::driver_op(driver_id, "delete"), req, o_.driver_timeout);
+  try {
+    bus_.request<v1::DriverDeleteReply>(subjects::driver_op(driver_id, "delete"), req, o_.driver_timeout);
+  } catch (const NoResponders&) {
+    throw DriverAway(driver_id);
+  }
 }
 
 Gateway::Gateway(Bus& bus, GatewayOptions o)

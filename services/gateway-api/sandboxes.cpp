@@ -126,18 +126,17 @@ void Sandboxes::destroy(const std::string& id) {
   if (!s->driver_id().empty()) {
     try {
       cp_.delete_workload(s->driver_id(), id);
-    } catch (const Error& e) {
-      if (e.code() != Code::kUnavailable) {
-        spdlog::warn("sandbox {}: delete on {} failed, will retry: {}", id, s->driver_id(), e.what());
-        store_.modify(id, [&](v1::Sandbox& r) {
-          r.set_reason(std::string("delete failed, retrying: ") + e.what());
-          *r.mutable_updated_at() = now_timestamp();
-          return true;
-        });
-        return;
-      }
-      // The driver is gone: it removes the workload when it comes back and reconciles.
+    } catch (const DriverAway&) {
+      // The driver is gone: it reports the workload when it comes back, and is told to remove it.
       reason = "deleted; driver " + s->driver_id() + " was unreachable and removes the workload when it reconciles";
+    } catch (const Error& e) {
+      spdlog::warn("sandbox {}: delete on {} failed, will retry: {}", id, s->driver_id(), e.what());
+      store_.modify(id, [&](v1::Sandbox& r) {
+        r.set_reason(std::string("delete failed, retrying: ") + e.what());
+        *r.mutable_updated_at() = now_timestamp();
+        return true;
+      });
+      return;
     }
   }
   store_.modify(id, [&](v1::Sandbox& r) {

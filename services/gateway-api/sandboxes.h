@@ -9,9 +9,16 @@
 #include "bulwark/v1/driver.pb.h"
 #include "bulwark/v1/sandbox.pb.h"
 #include "services/gateway-api/store.h"
+#include "shared/error.h"
 #include "shared/work_queue.h"
 
 namespace bulwark::gateway {
+
+// A driver does not answer at all (not running): its workloads are cleaned when it comes back.
+class DriverAway : public Error {
+ public:
+  explicit DriverAway(const std::string& driver_id) : Error(Code::kUnavailable, "driver " + driver_id + " is not running") {}
+};
 
 // What the gateway asks of the rest of the suite. Errors are thrown as bulwark::Error.
 class ControlPlane {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <thread>
+
 #include "shared/subjects.h"
 #include "shared/util.h"
 
@@ -37,10 +39,18 @@ v1::PlaceReply Scheduler::place(const v1::PlaceRequest& req) {
   std::set<std::string> tried;
   for (;;) {
     std::string driver;
-    {
-      std::lock_guard lock(mu_);
-      driver = registry_.pick(req.spec(), Clock::now(), tried);  // throws the user-facing reason
-      registry_.reserve(driver);
+    while (driver.empty()) {
+      {
+        std::lock_guard lock(mu_);
+        try {
+          driver = registry_.pick(req.spec(), Clock::now(), tried);
+          registry_.reserve(driver);
+          continue;
+        } catch (const Error&) {
+          if (Clock::now() - started_ >= o_.warmup) throw;  // the user-facing reason
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     tried.insert(driver);
     v1::StateReport rep;
@@ -64,12 +74,13 @@ v1::PlaceReply Scheduler::place(const v1::PlaceRequest& req) {
       out.set_driver_id(driver);
       out.set_workload_id(reply.workload_id());
       return out;
-    } catch (const Error& e) {
-      if (e.code() != Code::kUnavailable) throw Error(e.code(), "driver " + driver + ": " + e.what(), e.field());
+    } catch (const NoResponders&) {
       // Nobody answers on that driver's subject: it died between heartbeats. Try another.
       spdlog::warn("driver {} does not answer; forgetting it", driver);
       std::lock_guard lock(mu_);
       registry_.forget(driver);
+    } catch (const Error& e) {
+      throw Error(e.code(), "driver " + driver + ": " + e.what(), e.field());
     }
   }
 }

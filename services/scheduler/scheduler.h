@@ -14,6 +14,9 @@ namespace bulwark::scheduler {
 struct SchedulerOptions {
   std::chrono::milliseconds driver_timeout{60000};  // a driver's create may pull layers, start a VM...
   int workers = 8;                                  // placements waiting on drivers at once
+  // A fresh replica has heard no heartbeat yet: for this long after start it waits for one before
+  // saying that no driver runs.
+  std::chrono::milliseconds warmup{1500};
 };
 
 class Scheduler : public Component {
@@ -26,6 +29,7 @@ class Scheduler : public Component {
  private:
   Bus& bus_;
   SchedulerOptions o_;
+  Clock::time_point started_ = Clock::now();
   std::mutex mu_;
   DriverRegistry registry_;
   WorkQueue work_;
