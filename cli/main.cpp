@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? cli::kOk : cli::kUsage;
   }
 
   try {

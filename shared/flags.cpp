@@ -55,7 +55,7 @@ int Flags::parse(int argc, char** argv) {
     app_->parse(argc, argv);
     return -1;
   } catch (const CLI::ParseError& e) {
-    return app_->exit(e);
+    return app_->exit(e) == 0 ? 0 : 2;  // --help/--version, or a usage error (CLI11 has many codes)
   }
 }
 

@@ -45,7 +45,8 @@ TEST_CASE("the CLI's exit codes say what went wrong") {
   CHECK(bulwark_cli({"sandbox", "get", "missing"}, suite.gateway_url()).code == 3);
   CHECK(bulwark_cli({"sandbox", "create", "--name", "Bad Name", "--", "true"}, suite.gateway_url()).code == 1);
   CHECK(bulwark_cli({"sandbox", "create", "--env", "NOEQUALS", "--", "true"}, suite.gateway_url()).code == 2);
-  CHECK(bulwark_cli({"sandbox", "frobnicate"}, suite.gateway_url()).code != 0);
+  CHECK(bulwark_cli({"sandbox", "frobnicate"}, suite.gateway_url()).code == 2);
+  CHECK(bulwark_cli({"sandbox", "create", "--driver", "lxc", "--", "true"}, suite.gateway_url()).code == 2);
   CHECK(bulwark_cli({"sandbox", "list"}, "http://127.0.0.1:" + std::to_string(free_port())).code == 4);
   CHECK(bulwark_cli({"sandbox", "create", "--image", "localhost/no-such-image:1", "--", "true"}, suite.gateway_url()).code == 5);
 }
