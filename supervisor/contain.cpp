@@ -1,16 +1,240 @@
 #include "supervisor/contain.h"
 
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <sstream>
+
+#include "shared/error.h"
+#include "supervisor/firewall.h"
+#include "supervisor/identity.h"
+#include "supervisor/landlock.h"
+#include "supervisor/seccomp.h"
+
 namespace bulwark::supervisor {
 
-Process start_agent(const AgentPlan& plan) {
-  // Steps, in order (confinement issue): prepare Landlock fds -> mount/PID/IPC/UTS namespaces ->
-  // agent network namespace -> drop identity and capabilities, no_new_privs -> Landlock
-  // restrict_self -> seccomp -> exec. Today: exec with the agent's environment only.
-  return Process::spawn({.argv = plan.command,
-                         .env = plan.env,
-                         .pipe_stdout = true,
-                         .pipe_stderr = true,
-                         .new_process_group = true});
+policy::FilesystemPolicy default_filesystem_policy() {
+  policy::FilesystemPolicy fs;
+  fs.include_workdir = true;
+  fs.read_only = {"/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/dev/urandom", "/dev/zero", "/app", "/var/log"};
+  fs.read_write = {"/tmp", "/dev/null"};
+  return fs;
+}
+
+std::vector<std::string> with_proxy_env(std::vector<std::string> env, const std::string& proxy_url) {
+  const std::vector<std::pair<std::string, std::string>> vars = {
+      {"HTTP_PROXY", proxy_url}, {"HTTPS_PROXY", proxy_url}, {"ALL_PROXY", proxy_url},
+      {"http_proxy", proxy_url}, {"https_proxy", proxy_url}, {"all_proxy", proxy_url},
+      {"NO_PROXY", "localhost,127.0.0.1"}, {"no_proxy", "localhost,127.0.0.1"}};
+  for (const auto& [k, v] : vars) {
+    std::erase_if(env, [&](const std::string& e) { return e.rfind(k + "=", 0) == 0; });
+    env.push_back(k + "=" + v);
+  }
+  return env;
+}
+
+namespace {
+
+// The child reports on a pipe: "note TEXT", "abi N", or "error STEP: TEXT"; EOF = exec'd.
+void report_line(int fd, const std::string& line) {
+  std::string l = line + "\n";
+  (void)!::write(fd, l.data(), l.size());
+}
+
+[[noreturn]] void fail_step(int report_fd, const std::string& step, const std::string& what) {
+  report_line(report_fd, "error " + step + ": " + what);
+  ::_exit(126);
+}
+
+template <class F>
+void step(int report_fd, const std::string& name, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    fail_step(report_fd, name, e.what());
+  }
+}
+
+void sys(bool ok, const std::string& what) {
+  if (!ok) throw Error(Code::kInternal, errno_text(what, errno));
+}
+
+// pid 1 of the agent's PID namespace: reaps everything, relays the supervisor's signals to the
+// agent's process group, and exits with the agent's code (which ends the whole namespace).
+[[noreturn]] void init_loop(pid_t agent) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
+  for (;;) {
+    siginfo_t info;
+    int sig = ::sigwaitinfo(&set, &info);
+    if (sig < 0) continue;
+    if (sig != SIGCHLD) {
+      ::kill(-agent, sig);
+      continue;
+    }
+    for (;;) {
+      int st = 0;
+      pid_t p = ::waitpid(-1, &st, WNOHANG);
+      if (p <= 0) break;
+      if (p == agent) ::_exit(exit_code_of(st));
+    }
+  }
+}
+
+[[noreturn]] void agent_init(const ContainOptions& o, const VethPlan& veth, int go_fd, int report_fd, int out_fd,
+                             int err_fd) {
+  char go = 0;
+  if (::read(go_fd, &go, 1) != 1) ::_exit(125);  // the supervisor went away before releasing us
+  ::close(go_fd);
+
+  step(report_fd, "network", [&] {
+    configure_agent_side(veth);
+    add_default_route(veth.host_addr);
+    disable_ipv6();
+    apply_agent_firewall(veth.host_addr, kProxyPort);
+  });
+  step(report_fd, "mounts", [&] {
+    sys(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0, "make / private");
+    sys(::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0, "mount /proc for the agent's PID namespace");
+    sys(::sethostname("sandbox", 7) == 0, "sethostname");
+  });
+
+  LandlockPlan landlock;
+  step(report_fd, "landlock: prepare", [&] {
+    const auto& fs = o.policy.has_filesystem ? o.policy.filesystem : default_filesystem_policy();
+    LandlockRules rules{fs.read_only, fs.read_write, o.policy.landlock == policy::LandlockCompatibility::kHardRequirement};
+    if (fs.include_workdir) rules.read_write.push_back(o.workdir);
+    landlock = landlock_prepare(rules);
+  });
+
+  Identity id{};
+  step(report_fd, "identity", [&] {
+    id = resolve_identity(o.policy.process.run_as_user, o.policy.process.run_as_group);
+    rlimit nproc{o.nproc_limit, o.nproc_limit};
+    sys(::setrlimit(RLIMIT_NPROC, &nproc) == 0, "setrlimit RLIMIT_NPROC");
+    drop_identity(id);
+  });
+  step(report_fd, "no_new_privs", [&] { sys(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "prctl PR_SET_NO_NEW_PRIVS"); });
+  step(report_fd, "landlock: restrict_self", [&] { landlock_enforce(landlock); });
+  step(report_fd, "seccomp", [&] { seccomp_apply(SeccompOptions{}); });
+
+  report_line(report_fd, "abi " + std::to_string(landlock.abi));
+  for (const auto& s : landlock.skipped) report_line(report_fd, "note landlock skipped " + s);
+  for (const auto& s : landlock.unenforced) report_line(report_fd, "note landlock cannot enforce " + s);
+
+  std::vector<char*> argv, envp;
+  for (const auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : o.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  pid_t agent = ::fork();
+  if (agent < 0) fail_step(report_fd, "fork the agent", errno_text("fork", errno));
+  if (agent == 0) {
+    ::setpgid(0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    if (::chdir(o.workdir.c_str()) != 0) (void)!::chdir("/");
+    // execvpe searches PATH from the agent's environment.
+    for (const auto& e : o.env)
+      if (e.rfind("PATH=", 0) == 0) ::setenv("PATH", e.c_str() + 5, 1);
+    ::execvpe(argv[0], argv.data(), envp.data());
+    fail_step(report_fd, "exec", errno_text("cannot run '" + o.command[0] + "'", errno));
+  }
+  ::close(report_fd);
+  ::close(out_fd);
+  ::close(err_fd);
+  init_loop(agent);
+}
+
+void make_pipe(int fds[2], int flags = O_CLOEXEC) {
+  if (::pipe2(fds, flags) != 0) throw Error(Code::kInternal, errno_text("pipe2", errno));
+}
+
+}  // namespace
+
+AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std::chrono::steady_clock::now()) {
+  veth_ = plan_veth(o_.sandbox_id);
+  o_.env = with_proxy_env(std::move(o_.env), proxy_url());
+  int go[2], report[2], out[2], err[2];
+  make_pipe(go);
+  make_pipe(report);
+  make_pipe(out);
+  make_pipe(err);
+  // Like fork (no CLONE_VM), with new namespaces. The raw syscall: glibc's clone() wants a stack.
+  long pid = ::syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD,
+                       nullptr, nullptr, nullptr, nullptr);
+  if (pid < 0) {
+    int e = errno;
+    for (int fd : {go[0], go[1], report[0], report[1], out[0], out[1], err[0], err[1]}) ::close(fd);
+    throw Error(Code::kInternal, errno_text("clone the agent into new namespaces (needs CAP_SYS_ADMIN)", e));
+  }
+  if (pid == 0) {
+    ::close(go[1]);
+    ::close(report[0]);
+    ::close(out[0]);
+    ::close(err[0]);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // no agent outlives its supervisor
+    agent_init(o_, veth_, go[0], report[1], out[1], err[1]);
+  }
+  pid_ = static_cast<pid_t>(pid);
+  ::close(go[0]);
+  ::close(report[1]);
+  ::close(out[1]);
+  ::close(err[1]);
+  go_.reset(go[1]);
+  report_.reset(report[0]);
+  out_.reset(out[0]);
+  err_.reset(err[0]);
+}
+
+AgentLauncher::~AgentLauncher() {
+  if (network_up_) delete_veth(veth_.host_if);
+}
+
+std::string AgentLauncher::proxy_url() const { return "http://" + ip_to_string(veth_.host_addr) + ":" + std::to_string(kProxyPort); }
+
+void AgentLauncher::setup_network() {
+  create_veth(veth_, pid_);
+  network_up_ = true;
+}
+
+ContainReport AgentLauncher::release() {
+  if (::write(go_.get(), "g", 1) != 1) throw Error(Code::kInternal, errno_text("release the agent", errno));
+  go_.reset();
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(report_.get(), buf, sizeof buf)) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ContainReport r;
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("error ", 0) == 0) throw Error(Code::kFailedPrecondition, line.substr(6));
+    if (line.rfind("abi ", 0) == 0) r.landlock_abi = std::stoi(line.substr(4));
+    if (line.rfind("note ", 0) == 0) r.notes.push_back(line.substr(5));
+  }
+  if (text.empty()) throw Error(Code::kInternal, "the agent's init exited before reporting");
+  r.setup_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
+  return r;
 }
 
 }  // namespace bulwark::supervisor

@@ -1,20 +1,82 @@
 #pragma once
-// The one ordered path from "supervisor running" to "agent running". Each confinement mechanism
-// (Landlock, seccomp, namespaces, identity) gets its own file and one step here, in the order the
-// confinement issue fixes; a step that fails aborts the sandbox naming the step and errno.
+// The one ordered path from "supervisor running" to "agent running", like nsjail's containProc.
+// Each mechanism lives in its own file; this file only decides the order, which matters:
+//
+//   supervisor (root, before any thread exists)
+//    1. clone the agent's init into new mount, PID, IPC, UTS and network namespaces; it waits
+//   supervisor
+//    2. create the veth pair into the agent's network namespace       (netns.cpp)
+//    3. start the egress proxy on its end, then release the init       (main.cpp)
+//   agent init (pid 1 of the new PID namespace, still root)
+//    4. network: lo, address, route via the supervisor, no IPv6, firewall   (netns.cpp, firewall.cpp)
+//    5. mounts: / private, a fresh /proc for the new PID namespace; hostname
+//    6. Landlock: open every allowed path while still privileged        (landlock.cpp)
+//    7. RLIMIT_NPROC (fork bombs), then identity: bounding set, groups, gid, uid   (identity.cpp)
+//    8. no_new_privs, Landlock restrict_self, seccomp                  (landlock.cpp, seccomp.cpp)
+//    9. fork the agent, which execs the command; init stays as its reaper and relays signals
+//
+// A step that fails aborts the sandbox with "step: what failed: errno text"; nothing is skipped
+// silently (best_effort Landlock reports what it could not enforce as notes).
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
+#include "shared/policy.h"
 #include "shared/process.h"
+#include "supervisor/netns.h"
 
 namespace bulwark::supervisor {
 
-struct AgentPlan {
+inline constexpr uint16_t kProxyPort = 3128;
+
+struct ContainOptions {
+  std::string sandbox_id;
   std::vector<std::string> command;
-  std::vector<std::string> env;
+  std::vector<std::string> env;  // the agent's environment; proxy variables are added here
+  policy::Policy policy;
+  uint64_t nproc_limit = 4096;
+  std::string workdir = "/sandbox";
 };
 
-// Starts the agent in its own process group with stdout/stderr piped to the supervisor.
-Process start_agent(const AgentPlan& plan);
+struct ContainReport {
+  int landlock_abi = 0;
+  std::vector<std::string> notes;  // what best_effort could not enforce, and why
+  double setup_ms = 0;             // from clone to the agent's exec
+};
+
+// The filesystem rules applied when a policy has no filesystem_policy: system directories
+// read-only, the workdir and /tmp writable.
+policy::FilesystemPolicy default_filesystem_policy();
+// HTTP_PROXY and friends pointing at the proxy, added to env (replacing any the caller gave).
+std::vector<std::string> with_proxy_env(std::vector<std::string> env, const std::string& proxy_url);
+
+class AgentLauncher {
+ public:
+  // Step 1. Must run while the supervisor has no other thread (the child is a fork-like copy).
+  explicit AgentLauncher(ContainOptions o);
+  ~AgentLauncher();
+  AgentLauncher(const AgentLauncher&) = delete;
+  AgentLauncher& operator=(const AgentLauncher&) = delete;
+
+  pid_t pid() const { return pid_; }            // the agent's init, as the supervisor sees it
+  const VethPlan& veth() const { return veth_; }
+  std::string proxy_url() const;
+  // Step 2.
+  void setup_network();
+  // Steps 4-9 run in the child; returns once the agent command was exec'd, or throws the error
+  // of the step that failed (the child has exited then).
+  ContainReport release();
+  Fd take_stdout() { return std::move(out_); }
+  Fd take_stderr() { return std::move(err_); }
+
+ private:
+  ContainOptions o_;
+  VethPlan veth_;
+  pid_t pid_ = -1;
+  bool network_up_ = false;
+  Fd go_, report_, out_, err_;
+  std::chrono::steady_clock::time_point started_;
+};
 
 }  // namespace bulwark::supervisor

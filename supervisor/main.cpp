@@ -1,5 +1,7 @@
-// bulwark-supervisor: PID 1 of every sandbox. Checks in with the gateway over NATS, runs the agent
-// command, relays its output, forwards signals, reaps every child, and reports the exit code.
+// bulwark-supervisor: runs one sandbox. Confines the agent command (contain.h lists the steps in
+// order), serves its only way out (the egress proxy), checks in with the gateway over NATS,
+// relays the agent's output, forwards signals, reaps, and reports the exit code.
+// `--standalone --policy FILE -- CMD` does the same on a bare Linux host with no NATS.
 // See README.md.
 #include <signal.h>
 #include <sys/prctl.h>
@@ -9,25 +11,32 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
 #include <thread>
 
 #include "shared/log.h"
+#include "shared/policy.h"
 #include "shared/service.h"
 #include "shared/util.h"
 #include "supervisor/agent.h"
 #include "supervisor/contain.h"
+#include "supervisor/egress.h"
+#include "supervisor/firewall.h"
+#include "supervisor/proxy/egress_proxy.h"
 #include "supervisor/session.h"
 
 extern char** environ;
 
 namespace {
 
-constexpr int kExitCannotConnect = 125;  // as `podman run` uses for its own failures
-constexpr int kExitCannotStart = 127;
+using bulwark::supervisor::Session;
 
-// Signals the supervisor takes synchronously: SIGCHLD to reap, the rest to forward to the agent.
+constexpr int kExitBadPolicy = 2;
+constexpr int kExitCannotConnect = 125;  // as `podman run` uses for its own failures
+constexpr int kExitConfinement = 126;
+
 sigset_t handled_signals() {
   sigset_t s;
   sigemptyset(&s);
@@ -35,8 +44,8 @@ sigset_t handled_signals() {
   return s;
 }
 
-// Waits for SIGCHLD and forwards everything else to the agent's process group until the agent is
-// reaped. Orphans reparented to us (we are PID 1 or a subreaper) are reaped on the way.
+// Waits for SIGCHLD and forwards everything else to the agent's init until it is reaped.
+// Orphans reparented to us (we are PID 1 or a subreaper) are reaped on the way.
 int supervise(pid_t agent) {
   sigset_t set = handled_signals();
   for (;;) {
@@ -45,7 +54,7 @@ int supervise(pid_t agent) {
     if (sig < 0) continue;
     if (sig != SIGCHLD) {
       spdlog::info("forwarding {} to the agent", strsignal(sig));
-      kill(-agent, sig);
+      kill(agent, sig);
       continue;
     }
     for (;;) {
@@ -57,30 +66,57 @@ int supervise(pid_t agent) {
   }
 }
 
-// Relays one pipe to our own stream (so `podman logs` has it) and to the gateway.
-std::thread relay(bulwark::Fd fd, FILE* echo, const char* stream, bulwark::supervisor::Session& session,
-                  std::atomic<int>& open_relays, std::condition_variable& done) {
-  return std::thread([fd = std::move(fd), echo, stream, &session, &open_relays, &done]() mutable {
+// Everything the sandbox says about itself goes to our log and, with a gateway session, to the
+// sandbox's log subject (stream "bulwark"), so `bulwark sandbox logs` shows denials.
+void notice(Session* session, const std::string& text) {
+  spdlog::warn("{}", text);
+  if (session) session->log_line("bulwark", text);
+}
+
+std::thread relay(bulwark::Fd fd, FILE* echo, const char* stream, Session* session, std::atomic<int>& open_relays,
+                  std::mutex& mu, std::condition_variable& done) {
+  return std::thread([fd = std::move(fd), echo, stream, session, &open_relays, &mu, &done]() mutable {
     bulwark::supervisor::relay_lines(fd.get(), 16 * 1024, [&](const std::string& line) {
       std::fprintf(echo, "%s\n", line.c_str());
       std::fflush(echo);
-      session.log_line(stream, line);
+      if (session) session->log_line(stream, line);
     });
+    std::lock_guard lock(mu);
     --open_relays;
     done.notify_all();
   });
 }
 
+bulwark::policy::Policy load_policy(const std::string& file) {
+  if (!file.empty()) return bulwark::policy::load_policy_file(file);
+  if (const char* yaml = std::getenv("BULWARK_POLICY_YAML")) return bulwark::policy::parse_policy(yaml, "sandbox policy");
+  return bulwark::policy::Policy{};  // defaults: system dirs read-only, no network
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bulwark::Flags flags("bulwark-supervisor", "runs one sandbox's agent command under Bulwark's control");
+  bulwark::Flags flags("bulwark-supervisor", "runs one sandbox's agent command confined by a policy");
   bulwark::CommonOptions common;
   bulwark::add_common_options(flags, common);
-  std::string sandbox_id;
+  std::string sandbox_id, policy_file;
+  bool standalone_flag = false;
+  std::string standalone = "false";
   std::vector<std::string> command;
-  flags.text("sandbox-id", &sandbox_id, "this sandbox's id").rest("command", &command, "the agent command, after --", true);
-  if (int rc = flags.parse(argc, argv); rc >= 0) return rc;
+  flags.text("sandbox-id", &sandbox_id, "this sandbox's id")
+      .text("policy", &policy_file, "policy file (OpenShell format); default: BULWARK_POLICY_YAML, else the default policy")
+      .choice("standalone", &standalone, "confine directly on this host, with no gateway or NATS", {"true", "false"})
+      .rest("command", &command, "the agent command, after --", true);
+  // `--standalone` alone reads as `--standalone true`.
+  std::vector<char*> args(argv, argv + argc);
+  std::vector<std::string> storage;
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (std::string(args[i]) == "--") break;
+    if (std::string(args[i]) == "--standalone") args[i] = const_cast<char*>("--standalone=true");
+  }
+  if (int rc = flags.parse(static_cast<int>(args.size()), args.data()); rc >= 0) return rc;
+  standalone_flag = standalone == "true";
+  if (standalone_flag && sandbox_id.empty()) sandbox_id = "standalone-" + bulwark::random_hex(4);
   if (!bulwark::is_subject_token(sandbox_id)) {
     std::cerr << "bulwark-supervisor: --sandbox-id (BULWARK_SANDBOX_ID) must be set to a valid sandbox id\n";
     return 2;
@@ -92,52 +128,123 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  bulwark::policy::Policy policy;
+  try {
+    policy = load_policy(policy_file);
+  } catch (const bulwark::Error& e) {
+    std::cerr << e.what() << "\n";
+    return kExitBadPolicy;
+  }
+
   sigset_t set = handled_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread exists, so all inherit it
   signal(SIGPIPE, SIG_IGN);
-  if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1);  // standalone: orphans still come to us
+  if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-  std::unique_ptr<bulwark::supervisor::Session> session;
+  // Step 1 of contain.h must run before any thread exists: clone the agent's init now.
+  std::unique_ptr<bulwark::supervisor::AgentLauncher> launcher;
   try {
-    session = std::make_unique<bulwark::supervisor::Session>(
-        common.nats_url, sandbox_id, std::chrono::milliseconds(static_cast<int64_t>(common.nats_connect_timeout_s * 1000)));
-    session->check_in();
+    launcher = std::make_unique<bulwark::supervisor::AgentLauncher>(bulwark::supervisor::ContainOptions{
+        sandbox_id, command, bulwark::supervisor::agent_environment(environ), policy});
+    launcher->setup_network();
   } catch (const std::exception& e) {
-    spdlog::critical("sandbox {}: cannot reach the gateway session: {}", sandbox_id, e.what());
-    return kExitCannotConnect;
+    spdlog::critical("sandbox {}: cannot build the agent's namespaces: {}", sandbox_id, e.what());
+    return kExitConfinement;
   }
-  spdlog::info("sandbox {}: checked in; starting {}", sandbox_id, command.front());
 
-  bulwark::Process agent;
-  try {
-    agent = bulwark::supervisor::start_agent({command, bulwark::supervisor::agent_environment(environ)});
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    session->failed(e.what());
-    session->close();
-    return kExitCannotStart;
+  std::unique_ptr<Session> session;
+  if (!standalone_flag) {
+    try {
+      session = std::make_unique<Session>(common.nats_url, sandbox_id,
+                                          std::chrono::milliseconds(static_cast<int64_t>(common.nats_connect_timeout_s * 1000)));
+    } catch (const std::exception& e) {
+      spdlog::critical("sandbox {}: cannot reach the gateway session: {}", sandbox_id, e.what());
+      return kExitCannotConnect;
+    }
   }
+
+  std::unique_ptr<bulwark::proxy::EgressProxy> proxy;
+  std::unique_ptr<bulwark::supervisor::DenialLog> denials;
+  bulwark::supervisor::ContainReport report;
+  try {
+    bulwark::proxy::EgressProxy::Options po;
+    po.listen_address = bulwark::supervisor::ip_to_string(launcher->veth().host_addr);
+    po.listen_port = bulwark::supervisor::kProxyPort;
+    proxy = std::make_unique<bulwark::proxy::EgressProxy>(
+        po,
+        [&policy](const bulwark::proxy::Request& r) {
+          auto d = bulwark::supervisor::decide_l4(policy, r.host, r.port);
+          bulwark::proxy::Decision out;
+          out.allow = d.allow;
+          out.rule = d.rule;
+          out.reason = d.reason;
+          out.allowed_ips = d.allowed_ips;
+          out.allow_private = d.allow;  // an allowed endpoint name may resolve to a private address
+          return out;
+        },
+        [s = session.get()](const bulwark::proxy::Request& r, const bulwark::proxy::Decision& d) {
+          if (!d.allow)
+            notice(s, "denied: proxy " + r.method + " " + r.host + ":" + std::to_string(r.port) + " (" +
+                          (d.rule.empty() ? d.reason : d.rule + ": " + d.reason) + ")");
+        });
+    proxy->run_in_thread();
+    denials = std::make_unique<bulwark::supervisor::DenialLog>(
+        launcher->pid(), [s = session.get()](const bulwark::supervisor::Denial& d) {
+          notice(s, "denied: direct " + d.protocol + " to " + d.destination + (d.port ? ":" + std::to_string(d.port) : "") +
+                        " (only the egress proxy is reachable)");
+        });
+    // Not dumpable from here on: the agent cannot read our memory or /proc/<pid>/environ (where
+    // credentials meant for the agent pass through). Not earlier: opening the agent's namespace
+    // above needs our /proc entries readable without CAP_SYS_PTRACE, which containers lack.
+    prctl(PR_SET_DUMPABLE, 0);
+    report = launcher->release();
+  } catch (const std::exception& e) {
+    spdlog::critical("sandbox {}: confinement failed: {}", sandbox_id, e.what());
+    if (session) {
+      try {
+        session->failed(std::string("confinement failed: ") + e.what());
+        session->close();
+      } catch (const std::exception&) {
+      }
+    }
+    return kExitConfinement;
+  }
+  for (const auto& n : report.notes) spdlog::warn("{}", n);
+  spdlog::info("sandbox {}: confined in {:.1f} ms (Landlock ABI {}); running {}", sandbox_id, report.setup_ms,
+               report.landlock_abi, command.front());
+  if (session) {
+    try {
+      session->check_in(report);
+    } catch (const std::exception& e) {
+      spdlog::error("check-in failed: {}", e.what());
+    }
+  }
+
   std::mutex mu;
   std::condition_variable done;
   std::atomic<int> open_relays{2};
-  auto out = relay(agent.take_stdout(), stdout, "stdout", *session, open_relays, done);
-  auto err = relay(agent.take_stderr(), stderr, "stderr", *session, open_relays, done);
-  pid_t pid = agent.release();
+  auto out = relay(launcher->take_stdout(), stdout, "stdout", session.get(), open_relays, mu, done);
+  auto err = relay(launcher->take_stderr(), stderr, "stderr", session.get(), open_relays, mu, done);
 
-  int code = supervise(pid);
+  int code = supervise(launcher->pid());
   {
-    // The agent is gone; its own children may still hold the pipes. Give them a moment, then end them.
+    // The agent's init ended its PID namespace with it; the pipes close once the kernel has
+    // reaped the rest. Wait a moment for the last lines.
     std::unique_lock lock(mu);
-    if (!done.wait_for(lock, std::chrono::seconds(2), [&] { return open_relays == 0; })) kill(-pid, SIGKILL);
+    done.wait_for(lock, std::chrono::seconds(2), [&] { return open_relays == 0; });
   }
   out.join();
   err.join();
+  denials.reset();
+  proxy->stop();
   spdlog::info("sandbox {}: agent exited with code {}", sandbox_id, code);
-  try {
-    session->agent_exited(code);
-    session->close();
-  } catch (const std::exception& e) {
-    spdlog::error("could not report the exit code: {}", e.what());
+  if (session) {
+    try {
+      session->agent_exited(code);
+      session->close();
+    } catch (const std::exception& e) {
+      spdlog::error("could not report the exit code: {}", e.what());
+    }
   }
   return code;
 }

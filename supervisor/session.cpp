@@ -12,7 +12,7 @@ Session::Session(const std::string& nats_url, std::string sandbox_id, std::chron
     : sandbox_id_(std::move(sandbox_id)),
       bus_(Bus::connect({nats_url, "bulwark-supervisor-" + sandbox_id_, connect_timeout})) {}
 
-void Session::report(int kind, int exit_code, const std::string& reason) {
+void Session::report(int kind, int exit_code, const std::string& reason, const v1::Confinement* c) {
   v1::StateReport r;
   r.set_sandbox_id(sandbox_id_);
   r.set_source(v1::SOURCE_SUPERVISOR);
@@ -20,10 +20,17 @@ void Session::report(int kind, int exit_code, const std::string& reason) {
   r.set_exit_code(exit_code);
   r.set_reason(reason);
   *r.mutable_at() = now_timestamp();
+  if (c) *r.mutable_confinement() = *c;
   bus_->js_publish(subjects::sandbox_state(sandbox_id_), r, std::chrono::seconds(30));
 }
 
-void Session::check_in() { report(v1::REPORT_SUPERVISOR_CHECKED_IN, 0, ""); }
+void Session::check_in(const ContainReport& cr) {
+  v1::Confinement c;
+  c.set_landlock_abi(cr.landlock_abi);
+  for (const auto& n : cr.notes) c.add_notes(n);
+  c.set_setup_ms(cr.setup_ms);
+  report(v1::REPORT_SUPERVISOR_CHECKED_IN, 0, "", &c);
+}
 void Session::agent_exited(int exit_code) { report(v1::REPORT_AGENT_EXITED, exit_code, ""); }
 void Session::failed(const std::string& reason) { report(v1::REPORT_FAILED, 0, reason); }
 

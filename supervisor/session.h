@@ -5,21 +5,23 @@
 #include <memory>
 #include <string>
 
+#include "bulwark/v1/sandbox.pb.h"
 #include "shared/bus.h"
+#include "supervisor/contain.h"
 
 namespace bulwark::supervisor {
 
 class Session {
  public:
   Session(const std::string& nats_url, std::string sandbox_id, std::chrono::milliseconds connect_timeout);
-  void check_in();
+  void check_in(const ContainReport& report);
   void log_line(const std::string& stream, const std::string& line);
   void agent_exited(int exit_code);
   void failed(const std::string& reason);
   void close();
 
  private:
-  void report(int kind, int exit_code, const std::string& reason);
+  void report(int kind, int exit_code, const std::string& reason, const v1::Confinement* c = nullptr);
   std::string sandbox_id_;
   std::unique_ptr<Bus> bus_;
 };

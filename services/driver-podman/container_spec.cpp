@@ -17,6 +17,7 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
   // Set last so a user's env cannot point the supervisor elsewhere.
   env["BULWARK_SANDBOX_ID"] = sandbox_id;
   env["BULWARK_NATS_URL"] = c.nats_url;
+  if (!spec.policy().empty()) env["BULWARK_POLICY_YAML"] = spec.policy();
 
   nlohmann::json labels = {{kManagedLabel, "true"}, {kSandboxLabel, sandbox_id}, {kDriverLabel, c.driver_id},
                            {kNameLabel, spec.name()}};
@@ -34,6 +35,12 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
       // The supervisor connects out to NATS; the agent gets its own network namespace from the
       // supervisor (confinement issue), so only the supervisor ever sees this one.
       {"netns", {{"nsmode", "host"}}},
+      // What the supervisor needs to build the agent's namespaces, veth and firewall; the agent
+      // itself drops every capability. unmask: a fresh /proc for the agent's PID namespace may
+      // only be mounted where /proc is not partly masked.
+      {"cap_add", {"SYS_ADMIN", "NET_ADMIN"}},
+      {"unmask", {"ALL"}},
+      {"resource_limits", {{"pids", {{"limit", c.pids_limit}}}}},
       {"stdin", false},
       {"terminal", false},
       {"remove", false},

@@ -19,6 +19,7 @@ struct ContainerConfig {
   std::string driver_id;
   std::string nats_url;        // as reachable from inside the container
   std::string bundle_dir;      // host directory with bin/, lib/, ld.so (scripts/bundle-supervisor)
+  int64_t pids_limit = 4096;   // processes in the whole container (the fork-bomb ceiling)
 };
 
 std::string container_name(const std::string& sandbox_id);  // "bulwark-<sandbox_id>"

@@ -28,4 +28,9 @@ TEST_CASE("the container runs the bundled supervisor with the agent command afte
   CHECK(j["labels"]["io.bulwark.label.team"] == "a");
   CHECK(j["mounts"][0]["source"] == "/opt/bundle");
   CHECK(j["mounts"][0]["options"] == nlohmann::json({"ro"}));
+  CHECK(j["cap_add"] == nlohmann::json({"SYS_ADMIN", "NET_ADMIN"}));
+  CHECK(j["resource_limits"]["pids"]["limit"] == 4096);
+  CHECK_FALSE(j["env"].contains("BULWARK_POLICY_YAML"));
+  s.set_policy("version: 1\n");
+  CHECK(container_spec("abc123", s, {"podman-h", "nats://x", "/b"})["env"]["BULWARK_POLICY_YAML"] == "version: 1\n");
 }

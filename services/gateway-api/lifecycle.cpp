@@ -54,6 +54,7 @@ bool apply_report(v1::Sandbox& s, const v1::StateReport& r, const google::protob
       break;
     case v1::REPORT_SUPERVISOR_CHECKED_IN:
       s.set_supervisor_checked_in(true);
+      if (r.has_confinement()) *s.mutable_confinement() = r.confinement();
       break;
     case v1::REPORT_AGENT_EXITED:
       if (!s.has_exit_code()) s.set_exit_code(r.exit_code());

@@ -4,6 +4,7 @@
 
 #include "services/gateway-api/lifecycle.h"
 #include "shared/error.h"
+#include "shared/policy.h"
 #include "shared/util.h"
 
 namespace bulwark::gateway {
@@ -30,6 +31,14 @@ void normalize_spec(v1::SandboxSpec& spec, const SandboxDefaults& d) {
   if (spec.command(0).empty()) throw Error(Code::kInvalidArgument, "command[0]: the program name is empty", "command[0]");
   for (const auto& [k, v] : spec.env()) check_key("env", k);
   for (const auto& [k, v] : spec.labels()) check_key("labels", k);
+  if (!spec.policy().empty()) {
+    // The same parser the supervisor enforces with: a policy accepted here is the policy enforced.
+    try {
+      policy::parse_policy(spec.policy(), "policy");
+    } catch (const Error& e) {
+      throw Error(Code::kInvalidArgument, e.what(), "policy");
+    }
+  }
   if (!spec.driver_kind().empty()) {
     bool known = false;
     for (const char* k : kDriverKinds) known = known || spec.driver_kind() == k;

@@ -1,0 +1,49 @@
+#pragma once
+// The agent namespace's firewall (nftables, through libnftables: no `nft` binary needed in the
+// image). Everything leaving the agent is rejected and logged, except TCP to the supervisor's
+// egress proxy and the agent's own loopback. A client that ignores HTTP_PROXY gets a refusal
+// (TCP reset / ICMP unreachable), not a leak, and the supervisor hears about it (nflog).
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "shared/process.h"
+
+namespace bulwark::supervisor {
+
+inline constexpr int kDenyLogGroup = 7;  // nflog group the rules log to
+
+// The nftables ruleset text (pure; tested) and its application inside the current namespace.
+std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_group);
+void apply_agent_firewall(uint32_t proxy_addr_be, uint16_t proxy_port);
+// A route for everything via the supervisor's side, so that packets to any address reach the
+// firewall (and are logged) instead of failing silently with "network unreachable".
+void add_default_route(uint32_t via_be);
+// Turns IPv6 off in this namespace: the agent gets no link-local path around the rules above.
+void disable_ipv6();
+
+struct Denial {
+  std::string protocol;  // "tcp", "udp", "icmp", ...
+  std::string destination;
+  uint16_t port = 0;
+};
+
+// Reads the firewall's nflog group inside the network namespace of pid and calls on_denial for
+// every rejected packet, from its own thread, until destroyed.
+class DenialLog {
+ public:
+  DenialLog(pid_t netns_pid, std::function<void(const Denial&)> on_denial);
+  ~DenialLog();
+  DenialLog(const DenialLog&) = delete;
+  DenialLog& operator=(const DenialLog&) = delete;
+
+ private:
+  void loop();
+  Fd sock_;
+  Fd stop_[2];
+  std::function<void(const Denial&)> on_denial_;
+  std::thread thread_;
+};
+
+}  // namespace bulwark::supervisor

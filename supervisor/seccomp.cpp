@@ -1,0 +1,242 @@
+#include "supervisor/seccomp.h"
+
+#include <linux/netlink.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+
+#include "shared/error.h"
+
+namespace bulwark::supervisor {
+namespace {
+
+// One entry of the deny list. The filter and docs/seccomp.md are both generated from this table,
+// so they cannot drift apart.
+struct Rule {
+  std::string syscall;    // libseccomp's name for it
+  std::string condition;  // for the docs; empty = always
+  std::string reason;
+  int err = EPERM;
+  // Each inner vector is one filter rule whose comparisons must all hold; several inner vectors
+  // mean "any of these". Empty: the call is denied whatever its arguments.
+  std::vector<std::vector<scmp_arg_cmp>> when;
+};
+
+// Arguments declared int or unsigned int in the kernel arrive in a 64-bit register whose upper
+// half the kernel ignores but seccomp sees. Comparing only the low 32 bits (mask) stops a caller
+// from dodging an equality test with garbage in the upper half.
+constexpr uint64_t kLow32 = 0xffffffffULL;
+
+struct NsFlag {
+  uint64_t flag;
+  const char* name;
+};
+// CLONE_NEWTIME (0x80) is missing from clone's list on purpose: in clone(2) that bit belongs to
+// the exit-signal byte (CSIGNAL), so a new time namespace can only come from unshare or clone3.
+constexpr NsFlag kCloneNs[] = {{CLONE_NEWUSER, "CLONE_NEWUSER"}, {CLONE_NEWNS, "CLONE_NEWNS"},
+                               {CLONE_NEWNET, "CLONE_NEWNET"},   {CLONE_NEWPID, "CLONE_NEWPID"},
+                               {CLONE_NEWIPC, "CLONE_NEWIPC"},   {CLONE_NEWUTS, "CLONE_NEWUTS"},
+                               {CLONE_NEWCGROUP, "CLONE_NEWCGROUP"}};
+constexpr uint64_t kCloneNewTime = 0x00000080;  // glibc 2.36's <sched.h> lacks CLONE_NEWTIME
+
+std::vector<std::vector<scmp_arg_cmp>> any_ns_flag(bool with_time) {
+  std::vector<std::vector<scmp_arg_cmp>> out;
+  for (const auto& f : kCloneNs) out.push_back({SCMP_A0(SCMP_CMP_MASKED_EQ, f.flag, f.flag)});
+  if (with_time) out.push_back({SCMP_A0(SCMP_CMP_MASKED_EQ, kCloneNewTime, kCloneNewTime)});
+  return out;
+}
+
+std::string ns_flag_names(bool with_time) {
+  std::string s;
+  for (const auto& f : kCloneNs) s += std::string(s.empty() ? "" : ", ") + f.name;
+  if (with_time) s += ", CLONE_NEWTIME";
+  return s;
+}
+
+// personality(v) is denied unless v is 0 or 0xffffffff. libseccomp 2.5 takes one comparison per
+// argument in a rule, so "v != 0 and v != 0xffffffff" becomes a union of single comparisons:
+// anything above 32 bits (the kernel reads an unsigned int and glibc truncates to one, so only a
+// raw caller lands there: denying it is stricter, never looser), plus, for the low 32 bits, "some
+// bit is 1 and the next bit (cyclically) is 0", which holds exactly when the bits are neither all
+// 0 nor all 1.
+std::vector<std::vector<scmp_arg_cmp>> persona_not_default_or_query() {
+  std::vector<std::vector<scmp_arg_cmp>> out = {{SCMP_A0(SCMP_CMP_GT, kLow32)}};
+  for (unsigned i = 0; i < 32; ++i) {
+    uint64_t bit = 1ULL << i, next = 1ULL << ((i + 1) % 32);
+    out.push_back({SCMP_A0(SCMP_CMP_MASKED_EQ, bit | next, bit)});
+  }
+  return out;
+}
+
+std::vector<Rule> rules(bool allow_memfd_create, bool for_docs) {
+  const std::string ptrace_why =
+      "reads and writes the memory of other processes of the same user: code injection into the "
+      "supervisor or anything else the agent can see";
+  const std::string mount_why =
+      "changes the mount table: remount read-only filesystems writable, uncover what a mount "
+      "hides, or move a tree out of the paths Landlock and the policy are written against";
+  const std::string ns_why =
+      "a new user namespace grants a full capability set inside it, the door to most kernel "
+      "privilege escalations; new mount, network, PID, IPC, UTS, cgroup or time namespaces are "
+      "how the sandbox's own namespaces are escaped or confused";
+  const std::string module_why = "loads or unloads kernel code";
+  const std::string keyring_why =
+      "the kernel keyring is not namespaced (keys of the host and other sandboxes are one lookup "
+      "away) and has a long history of kernel bugs";
+  const std::string uring_why =
+      "operations submitted through io_uring are not system calls, so this filter never sees "
+      "them (open, connect, ...); also a leading source of kernel exploits";
+  const std::string quota_why = "host filesystem administration";
+  const std::string handle_why =
+      "opens a file by its handle with no path lookup, passing by Landlock and mount confinement "
+      "(the 'shocker' container escape); name_to_handle_at makes the handles";
+
+  std::vector<Rule> r = {
+      {"ptrace", "", ptrace_why},
+      {"process_vm_readv", "", ptrace_why},
+      {"process_vm_writev", "", ptrace_why},
+      {"mount", "", mount_why},
+      {"umount2", "", mount_why},
+      {"fsopen", "", mount_why},
+      {"fsconfig", "", mount_why},
+      {"fsmount", "", mount_why},
+      {"fspick", "", mount_why},
+      {"move_mount", "", mount_why},
+      {"open_tree", "", mount_why},
+      {"mount_setattr", "", mount_why},
+      {"pivot_root", "", mount_why},
+      {"setns", "",
+       "joins another namespace (the host's network, another process's mounts) through an "
+       "inherited or received fd"},
+      {"unshare", "flags has any of " + ns_flag_names(true), ns_why, EPERM, any_ns_flag(true)},
+      {"clone", "flags has any of " + ns_flag_names(false), ns_why, EPERM, any_ns_flag(false)},
+      {"clone3", "always, with ENOSYS",
+       "its flags sit in a struct in memory that seccomp cannot read, so namespace flags could "
+       "not be filtered; ENOSYS (not EPERM) makes glibc fall back to clone, which is filtered",
+       ENOSYS},
+      {"bpf", "",
+       "loads programs into the kernel: a large attack surface, and tracing programs read kernel "
+       "and other processes' memory"},
+      {"perf_event_open", "",
+       "kernel and hardware performance data about other processes (side channels) and a long "
+       "history of kernel bugs"},
+      {"userfaultfd", "",
+       "lets an exploit stall the kernel in the middle of a copy from user memory, the usual "
+       "way to win a kernel race"},
+      {"kexec_load", "", "replaces the running kernel"},
+      {"kexec_file_load", "", "replaces the running kernel"},
+      {"init_module", "", module_why},
+      {"finit_module", "", module_why},
+      {"delete_module", "", module_why},
+      {"keyctl", "", keyring_why},
+      {"add_key", "", keyring_why},
+      {"request_key", "", keyring_why},
+      {"io_uring_setup", "", uring_why},
+      {"io_uring_enter", "", uring_why},
+      {"io_uring_register", "", uring_why},
+  };
+  if (!allow_memfd_create || for_docs) {
+    r.push_back({"memfd_create", "unless SeccompOptions::allow_memfd_create",
+                 "an anonymous file has no path, so Landlock's EXECUTE rule cannot stop a binary "
+                 "written into one from being run (fexecve): fileless execution"});
+  }
+  const std::vector<Rule> more = {
+      {"reboot", "", "restarts or halts the machine"},
+      {"swapon", "", "changes the host's swap"},
+      {"swapoff", "", "changes the host's swap"},
+      {"acct", "", "turns host-wide process accounting on or off and picks the file it writes"},
+      {"quotactl", "", quota_why},
+      {"quotactl_fd", "", quota_why},
+      {"open_by_handle_at", "", handle_why},
+      {"name_to_handle_at", "", handle_why},
+      {"lookup_dcookie", "",
+       "turns a kernel directory-entry cookie into a path (oprofile): an information leak with "
+       "no use today (removed in Linux 6.8)"},
+      {"personality", "persona other than 0 (PER_LINUX) and 0xffffffff (query)",
+       "personas such as ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC switch off ASLR and NX for "
+       "everything the agent runs next; ordinary programs only query or set the default",
+       EPERM, persona_not_default_or_query()},
+      {"socket", "domain AF_PACKET",
+       "raw link-layer frames: sniff or forge traffic beneath the connection-level network policy",
+       EPERM, {{SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, AF_PACKET)}}},
+      {"socket", "type SOCK_RAW (type & 0xf, so SOCK_CLOEXEC or SOCK_NONBLOCK cannot hide it), any domain but AF_NETLINK",
+       "hand-built IP packets: spoofing, scanning, and protocols the network policy does not see. "
+       "Netlink is left to the next rule: its sockets are SOCK_RAW by convention (glibc's "
+       "getaddrinfo opens one) and carry no packets",
+       EPERM,
+       // domain: a 64-bit "not AF_NETLINK" also denies AF_NETLINK with garbage above it.
+       {{SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW), SCMP_A0(SCMP_CMP_NE, AF_NETLINK)}}},
+      {"socket", "domain AF_NETLINK, protocol other than NETLINK_ROUTE (0)",
+       "audit, netfilter, uevent, xfrm and the other netlink families configure or watch the "
+       "kernel; NETLINK_ROUTE stays because getaddrinfo and `ip addr` need it",
+       EPERM,
+       // protocol: a 64-bit "not 0" also denies 0 with garbage above it; stricter, never looser.
+       {{SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, AF_NETLINK), SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE)}}},
+  };
+  r.insert(r.end(), more.begin(), more.end());
+  return r;
+}
+
+struct CtxRelease {
+  void operator()(void* ctx) const { seccomp_release(ctx); }
+};
+using Ctx = std::unique_ptr<void, CtxRelease>;
+
+// libseccomp returns -errno.
+void check(int rc, const std::string& step) {
+  if (rc < 0) throw Error(Code::kInternal, errno_text("seccomp: " + step, -rc));
+}
+
+}  // namespace
+
+void seccomp_apply(const SeccompOptions& opts) {
+  Ctx ctx(seccomp_init(SCMP_ACT_ALLOW));
+  if (!ctx) throw Error(Code::kInternal, "seccomp: seccomp_init failed (out of memory?)");
+  // The filter is for the native ABI only; a system call through another ABI (i386 int 0x80,
+  // x32) is not matched by its numbers, so it kills the process instead of being allowed.
+  check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS),
+        "seccomp_attr_set(ACT_BADARCH)");
+  // Report the kernel's errno when loading fails, not libseccomp's generic ECANCELED.
+  check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_API_SYSRAWRC, 1), "seccomp_attr_set(API_SYSRAWRC)");
+
+  for (const auto& rule : rules(opts.allow_memfd_create, false)) {
+    int nr = seccomp_syscall_resolve_name(rule.syscall.c_str());
+    if (nr == __NR_SCMP_ERROR) {
+      throw Error(Code::kInternal, "seccomp: libseccomp does not know the system call " + rule.syscall);
+    }
+    std::string step = "seccomp_rule_add(" + rule.syscall +
+                       (rule.condition.empty() ? "" : ", " + rule.condition) + ")";
+    if (rule.when.empty()) {
+      check(seccomp_rule_add_array(ctx.get(), SCMP_ACT_ERRNO(rule.err), nr, 0, nullptr), step);
+      continue;
+    }
+    for (const auto& cmps : rule.when) {
+      check(seccomp_rule_add_array(ctx.get(), SCMP_ACT_ERRNO(rule.err), nr,
+                                   static_cast<unsigned>(cmps.size()), cmps.data()),
+            step);
+    }
+  }
+  check(seccomp_load(ctx.get()), "seccomp_load");
+}
+
+std::vector<std::pair<std::string, std::string>> seccomp_rules_doc() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& rule : rules(false, true)) {
+    std::string what = rule.syscall;
+    if (!rule.condition.empty()) what += ": " + rule.condition;
+    std::string why = rule.reason;
+    if (rule.err != EPERM && rule.err != ENOSYS) why += " (errno " + std::to_string(rule.err) + ")";
+    out.emplace_back(what, why);
+  }
+  out.emplace_back("any system call through a non-native ABI (i386 int 0x80, x32)",
+                   "kills the process (SIGSYS): the rules match x86_64 numbers only, and i386 "
+                   "passes socket calls through socketcall with arguments in memory that no "
+                   "filter can read, so the other ABIs are shut rather than filtered");
+  return out;
+}
+
+}  // namespace bulwark::supervisor
