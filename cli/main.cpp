@@ -1,13 +1,18 @@
 // bulwark: the command line for a Bulwark gateway. Every command is one or a few REST calls.
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
 #include "cli/client.h"
 #include "cli/format.h"
+#include "shared/policy.h"
 #include "shared/util.h"
 
 using bulwark::cli::CliError;
@@ -47,6 +52,42 @@ json wait_for(GatewayClient& gw, const std::string& id, double timeout_s, const 
   }
 }
 
+// The text of a --policy file, sent as is: the gateway validates it with the supervisor's parser.
+std::string read_policy_text(const std::string& path) {
+  auto fail = [&](const std::string& why) { return CliError{cli::kUsage, "--policy " + path + ": " + why}; };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw fail(std::string("cannot read it: ") + std::strerror(errno));
+  std::string text;
+  struct stat st {};
+  bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  char buf[65536];
+  ssize_t n = 0;
+  while (regular && ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)))
+    if (n > 0) text.append(buf, static_cast<size_t>(n));
+  int err = errno;
+  ::close(fd);
+  if (!regular) throw fail("cannot read it: not a regular file");
+  if (n < 0) throw fail(std::string("cannot read it: ") + std::strerror(err));
+  // Sent empty, it would read as "no policy" and the defaults would apply instead.
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) throw fail("the file is empty (a policy starts with `version: 1`)");
+  return text;
+}
+
+// `policy validate FILE`: offline, with the parser the supervisor enforces with.
+int validate_policy(const std::string& file) {
+  try {
+    bulwark::policy::load_policy_file(file);
+  } catch (const bulwark::policy::PolicyInvalid& e) {
+    for (const auto& p : e.problems) std::cerr << p.to_string() << "\n";
+    return cli::kFailure;
+  } catch (const bulwark::Error& e) {  // unreadable: the message names the file and the reason
+    std::cerr << "bulwark: " << e.what() << "\n";
+    return cli::kUsage;
+  }
+  std::cout << file << ": valid\n";
+  return cli::kOk;
+}
+
 void print_logs(const json& reply) {
   for (const auto& l : reply.value("lines", json::array())) {
     (l.value("stream", "") == "stderr" ? std::cerr : std::cout) << l.value("line", "") << "\n";
@@ -63,8 +104,8 @@ int main(int argc, char** argv) {
   Globals g;
   app.add_option("--gateway", g.gateway, "gateway URL")->envname("BULWARK_GATEWAY")->capture_default_str();
   app.add_option("-o,--output", g.output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  app.footer("Exit codes: 0 ok, 1 request failed, 2 usage, 3 not found, 4 gateway unreachable,\n"
-             "5 sandbox FAILED, 6 timed out. Example: bulwark sandbox create --name demo -- echo hi");
+  app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found,\n"
+             "4 gateway unreachable, 5 sandbox FAILED, 6 timed out. Example: bulwark sandbox create --name demo -- echo hi");
 
   auto* sandbox = app.add_subcommand("sandbox", "create, list, inspect and delete sandboxes")->alias("sb");
   sandbox->require_subcommand(1);
@@ -72,7 +113,7 @@ int main(int argc, char** argv) {
 
   // create
   auto* create = sandbox->add_subcommand("create", "create a sandbox running CMD (default: sleep infinity)");
-  std::string name, image, driver;
+  std::string name, image, driver, policy_file;
   std::vector<std::string> command, envs, labels;
   bool no_wait = false;
   double timeout_s = 120;
@@ -80,6 +121,7 @@ int main(int argc, char** argv) {
   create->add_option("--image", image, "local image (default: the gateway's)");
   create->add_option("--driver", driver, "compute driver kind: podman, docker, kubernetes, vm")
       ->check(CLI::IsMember({"podman", "docker", "kubernetes", "vm"}));
+  create->add_option("--policy", policy_file, "sandbox policy file (OpenShell YAML; see `bulwark policy validate`)");
   create->add_option("-e,--env", envs, "KEY=VALUE for the agent's environment (repeatable)");
   create->add_option("-l,--label", labels, "KEY=VALUE label (repeatable)");
   create->add_flag("--no-wait", no_wait, "return once accepted instead of waiting for READY");
@@ -107,11 +149,21 @@ int main(int argc, char** argv) {
 
   auto* health = app.add_subcommand("health", "check that the gateway answers");
 
+  auto* policy = app.add_subcommand("policy", "check sandbox policy files");
+  policy->require_subcommand(1);
+  policy->fallthrough();
+  std::string validate_file;
+  auto* validate = policy->add_subcommand("validate", "check a policy file offline; every problem as FILE:LINE:COL: path: message");
+  validate->add_option("file", validate_file, "policy file (OpenShell YAML, version 1)")->required();
+  validate->footer("Exit codes: 0 valid, 1 invalid (problems on stderr), 2 unreadable. Example: bulwark policy validate policy.yaml");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? cli::kOk : cli::kUsage;
   }
+
+  if (*validate) return validate_policy(validate_file);
 
   try {
     GatewayClient gw(g.gateway);
@@ -121,6 +173,7 @@ int main(int argc, char** argv) {
       if (!image.empty()) spec["image"] = image;
       if (!driver.empty()) spec["driver_kind"] = driver;
       if (!command.empty()) spec["command"] = command;
+      if (!policy_file.empty()) spec["policy"] = read_policy_text(policy_file);
       for (const auto& e : envs) {
         auto [k, v] = cli::key_value("--env", e);
         spec["env"][k] = v;

@@ -152,6 +152,10 @@ DenialLog::DenialLog(pid_t netns_pid, std::function<void(const Denial&)> on_deni
   mode.copy_range = htonl(64);  // IP + TCP/UDP headers are enough
   mode.copy_mode = NFULNL_COPY_PACKET;
   nflog_config(sock_.get(), kDenyLogGroup, &mode, NFULA_CFG_MODE, sizeof mode);
+  // The kernel batches up to 100 packets or a second by default: a denial must be seen at once,
+  // also when the agent exits right after it.
+  uint32_t one = htonl(1);
+  nflog_config(sock_.get(), kDenyLogGroup, &one, NFULA_CFG_QTHRESH, sizeof one);
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) throw Error(Code::kInternal, errno_text("pipe", errno));
   stop_[0].reset(p[0]);

@@ -1,5 +1,10 @@
 // The bulwark CLI as a user runs it, against the real suite.
 #include <doctest/doctest.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 #include "tests/integration/suite.h"
 
@@ -9,18 +14,68 @@ using namespace bulwark::testing;
 namespace {
 struct Run {
   int code;
-  std::string out;
+  std::string out, err;
 };
 Run bulwark_cli(const std::vector<std::string>& args, const std::string& gateway) {
   std::vector<std::string> argv = {bin("bulwark"), "--gateway", gateway};
   argv.insert(argv.end(), args.begin(), args.end());
-  auto p = Process::spawn({.argv = argv, .pipe_stdout = true});
-  std::string out;
+  auto p = Process::spawn({.argv = argv, .pipe_stdout = true, .pipe_stderr = true});
+  // Both pipes at once, so neither can fill up while the other is read.
+  Run r{0, {}, {}};
+  pollfd fds[2] = {{p.stdout_fd(), POLLIN, 0}, {p.stderr_fd(), POLLIN, 0}};
+  std::string* into[2] = {&r.out, &r.err};
+  int live = 2;
   char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p.stdout_fd(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  return {p.wait(), out};
+  while (live > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) into[i]->append(buf, static_cast<size_t>(n));
+      else if (n == 0 || errno != EINTR) fds[i].fd = -1, --live;
+    }
+  }
+  r.code = p.wait();
+  return r;
 }
+
+std::string write_file(const TempDir& dir, const std::string& name, const std::string& text) {
+  std::string path = dir.file(name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+// "LINE:COL" (1-based) of the first occurrence of needle in text.
+std::string position_of(const std::string& text, const std::string& needle) {
+  size_t at = text.find(needle);
+  REQUIRE_MESSAGE(at != std::string::npos, needle);
+  size_t line_start = text.rfind('\n', at);
+  line_start = line_start == std::string::npos ? 0 : line_start + 1;
+  auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
+  return std::to_string(line) + ":" + std::to_string(at - line_start + 1);
+}
+
+// Three problems: a relative path, root as the agent's user, and a key OpenShell does not have.
+const std::string kBadPolicy =
+    "version: 1\n"
+    "filesystem_policy:\n"
+    "  read_only: [/bin, /etc]\n"
+    "  read_write: [/tmp, relative/path]\n"
+    "process:\n"
+    "  run_as_user: root\n"
+    "colour: blue\n";
+
+// What busybox sh and echo need, and nothing more.
+const std::string kGoodPolicy =
+    "version: 1\n"
+    "filesystem_policy:\n"
+    "  read_only: [/bin, /etc, /proc, /dev/urandom]\n"
+    "  read_write: [/tmp, /dev/null, /sandbox]\n";
+
+bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
 }  // namespace
 
 TEST_CASE("bulwark sandbox create -- echo hi prints the sandbox and its output") {
@@ -49,4 +104,64 @@ TEST_CASE("the CLI's exit codes say what went wrong") {
   CHECK(bulwark_cli({"sandbox", "create", "--driver", "lxc", "--", "true"}, suite.gateway_url()).code == 2);
   CHECK(bulwark_cli({"sandbox", "list"}, "http://127.0.0.1:" + std::to_string(free_port())).code == 4);
   CHECK(bulwark_cli({"sandbox", "create", "--image", "localhost/no-such-image:1", "--", "true"}, suite.gateway_url()).code == 5);
+}
+
+TEST_CASE("bulwark policy validate: OpenShell's reference policies are valid, offline") {
+  // No gateway listens there: validate must not need one.
+  std::string nowhere = "http://127.0.0.1:" + std::to_string(free_port());
+  int seen = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(BULWARK_SOURCE_DIR "/../shared/reference/openshell-policies")) {
+    if (!entry.is_regular_file()) continue;
+    std::string file = entry.path().string();
+    auto r = bulwark_cli({"policy", "validate", file}, nowhere);
+    CHECK_MESSAGE(r.code == 0, file, "\n", r.err);
+    CHECK_MESSAGE(r.out == file + ": valid\n", r.out);
+    CHECK_MESSAGE(r.err.empty(), r.err);
+    ++seen;
+  }
+  CHECK(seen >= 4);
+}
+
+TEST_CASE("bulwark policy validate lists every problem of a bad policy at its FILE:LINE:COL") {
+  TempDir dir;
+  std::string nowhere = "http://127.0.0.1:" + std::to_string(free_port());
+  std::string bad = write_file(dir, "bad.yaml", kBadPolicy);
+  auto r = bulwark_cli({"policy", "validate", bad}, nowhere);
+  CHECK(r.code == 1);
+  CHECK_MESSAGE(r.out.empty(), r.out);
+  for (const auto& [needle, path] : std::vector<std::pair<std::string, std::string>>{
+           {"relative/path", "filesystem_policy.read_write[1]"}, {"root", "process.run_as_user"}, {"colour", "colour"}}) {
+    std::string expected = bad + ":" + position_of(kBadPolicy, needle) + ": " + path + ": ";
+    CHECK_MESSAGE(has(r.err, expected), "expected '", expected, "' in:\n", r.err);
+  }
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 3);  // one line a problem, nothing else
+
+  auto missing = bulwark_cli({"policy", "validate", dir.file("missing.yaml")}, nowhere);
+  CHECK(missing.code == 2);
+  CHECK_MESSAGE(has(missing.err, dir.file("missing.yaml")), missing.err);
+  CHECK(bulwark_cli({"policy", "validate"}, nowhere).code == 2);
+}
+
+TEST_CASE("bulwark sandbox create --policy: the gateway refuses a bad one at its line:column, a good one runs") {
+  Suite suite;
+  TempDir dir;
+  std::string bad = write_file(dir, "bad.yaml", kBadPolicy);
+  auto refused = bulwark_cli({"sandbox", "create", "--name", "bad-policy", "--policy", bad, "--", "echo", "hi"}, suite.gateway_url());
+  CHECK(refused.code == 1);
+  CHECK_MESSAGE(has(refused.err, "policy:" + position_of(kBadPolicy, "relative/path") + ": filesystem_policy.read_write[1]"),
+                refused.err);
+  CHECK_MESSAGE(has(refused.err, "policy:" + position_of(kBadPolicy, "root") + ": process.run_as_user"), refused.err);
+  CHECK_MESSAGE(has(refused.err, "[field: policy]"), refused.err);
+  CHECK(bulwark_cli({"sandbox", "get", "bad-policy"}, suite.gateway_url()).code == 3);  // nothing was created
+
+  auto unreadable = bulwark_cli({"sandbox", "create", "--policy", dir.file("missing.yaml"), "--", "true"}, suite.gateway_url());
+  CHECK(unreadable.code == 2);
+  CHECK_MESSAGE(has(unreadable.err, dir.file("missing.yaml")), unreadable.err);
+
+  std::string good = write_file(dir, "good.yaml", kGoodPolicy);
+  CHECK(bulwark_cli({"policy", "validate", good}, suite.gateway_url()).code == 0);
+  auto r = bulwark_cli({"sandbox", "create", "--name", "good-policy", "--policy", good, "--", "echo", "hi"}, suite.gateway_url());
+  CHECK_MESSAGE(r.code == 0, r.err);
+  CHECK_MESSAGE(has(r.out, "EXITED"), r.out, r.err);
+  CHECK_MESSAGE(has(r.out, "\nhi\n"), r.out, r.err);
 }
