@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -39,6 +40,18 @@ std::vector<std::string> with_proxy_env(std::vector<std::string> env, const std:
   for (const auto& [k, v] : vars) {
     std::erase_if(env, [&](const std::string& e) { return e.rfind(k + "=", 0) == 0; });
     env.push_back(k + "=" + v);
+  }
+  // The usual CA variables, so every TLS stack finds the same trust store (the image's bundle;
+  // the live network policy work points them at a bundle that adds the sandbox's own CA). A
+  // value the caller set wins.
+  for (const char* bundle : {"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"}) {
+    if (::access(bundle, R_OK) != 0) continue;
+    for (const char* k : {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"}) {
+      std::string key = std::string(k) + "=";
+      if (std::none_of(env.begin(), env.end(), [&](const std::string& e) { return e.rfind(key, 0) == 0; }))
+        env.push_back(key + bundle);
+    }
+    break;
   }
   return env;
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "tests/integration/policies.h"
 #include "tests/integration/suite.h"
 
 using namespace bulwark;
@@ -14,33 +15,9 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 namespace {
-// Three problems: a relative path, root as the agent's user, and a key OpenShell does not have.
-const std::string kBadPolicy =
-    "version: 1\n"
-    "filesystem_policy:\n"
-    "  read_only: [/bin, /etc]\n"
-    "  read_write: [/tmp, relative/path]\n"
-    "process:\n"
-    "  run_as_user: root\n"
-    "colour: blue\n";
 
-const std::string kGoodPolicy =
-    "version: 1\n"
-    "filesystem_policy:\n"
-    "  read_only: [/bin, /etc, /proc, /dev/urandom]\n"
-    "  read_write: [/tmp, /dev/null, /sandbox]\n";
 
-// "LINE:COL" (1-based) of the first occurrence of needle in text.
-std::string position_of(const std::string& text, const std::string& needle) {
-  size_t at = text.find(needle);
-  REQUIRE_MESSAGE(at != std::string::npos, needle);
-  size_t line_start = text.rfind('\n', at);
-  line_start = line_start == std::string::npos ? 0 : line_start + 1;
-  auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
-  return std::to_string(line) + ":" + std::to_string(at - line_start + 1);
-}
 
-bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
 }  // namespace
 
 TEST_CASE("POST /v1/sandboxes: an invalid policy is a 400 on field policy at its line:column; a valid one is 202") {

@@ -289,3 +289,32 @@ TEST_CASE("attack suite, podman: the same attempts in a container sandbox throug
   for (const auto& t : twins(p)) run(t, true);
   CHECK(any.accepted == 0);
 }
+
+TEST_CASE("a confinement step that cannot be enforced aborts the sandbox, naming the step; best_effort reports it") {
+  TempDir dir("bulwark-confine-fail");
+  std::string hard = dir.file("hard.yaml");
+  std::ofstream(hard) << "version: 1\nlandlock:\n  compatibility: hard_requirement\nfilesystem_policy:\n"
+                         "  read_only: [/bin, /usr, /lib, /lib64, /etc, /does/not/exist]\n  read_write: [/tmp]\n";
+  auto p = Process::spawn({.argv = {bin("bulwark-supervisor"), "--standalone", "--policy", hard, "--", "/bin/true"},
+                           .output_file = dir.file("hard.log")});
+  CHECK(p.wait() == 126);
+  auto out = read_file(dir.file("hard.log"));
+  CHECK_MESSAGE(out.find("landlock: prepare") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("/does/not/exist") != std::string::npos, out);
+
+  Suite suite;
+  auto s = suite.create({{"command", {"true"}},
+                         {"policy", "version: 1\nlandlock:\n  compatibility: hard_requirement\nfilesystem_policy:\n"
+                                    "  read_only: [/bin, /etc, /does/not/exist]\n  read_write: [/tmp]\n"}});
+  s = suite.wait_phase(s["sandbox_id"], {"FAILED", "EXITED"});
+  CHECK(s["phase"] == "FAILED");
+  CHECK_MESSAGE(s["reason"].get<std::string>().find("landlock: prepare") != std::string::npos, s["reason"]);
+
+  // best_effort: the same missing path is skipped, the sandbox runs, and the status says so.
+  s = suite.create({{"command", {"true"}},
+                    {"policy", "version: 1\nfilesystem_policy:\n  read_only: [/bin, /etc, /does/not/exist]\n  read_write: [/tmp]\n"}});
+  s = suite.wait_phase(s["sandbox_id"], {"FAILED", "EXITED"});
+  CHECK(s["phase"] == "EXITED");
+  CHECK(s["exit_code"] == 0);
+  CHECK_MESSAGE(s["confinement"]["notes"].dump().find("/does/not/exist") != std::string::npos, s.dump(2));
+}

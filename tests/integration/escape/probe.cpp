@@ -99,6 +99,18 @@ int tcp_connect(const std::string& ip, int port) {
   return fd;
 }
 
+// CONNECT target through the sandbox's proxy: the socket and the proxy's answer.
+std::pair<int, std::string> proxy_connect(const std::string& target) {
+  auto [ip, port] = proxy_addr();
+  int fd = tcp_connect(ip, port);
+  if (fd < 0) unexpected("cannot reach the proxy: " + err(errno));
+  std::string req = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n";
+  (void)!::write(fd, req.data(), req.size());
+  char buf[512] = {0};
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  return {fd, n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string()};
+}
+
 // A DNS query for example.com over UDP to ip:53; the answer (or its absence) tells.
 void udp_dns(const std::string& ip) {
   int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
@@ -352,16 +364,10 @@ const std::map<std::string, Probe>& probes() {
          expect_errno(tcp_connect(ip, std::atoi(arg(a, 0).c_str())), ECONNREFUSED, "connect to the supervisor's side " + ip + ":" + arg(a, 0));
        }},
       {"proxy-denies-host", [](const auto& a) {
-         auto [ip, port] = proxy_addr();
-         int fd = tcp_connect(ip, port);
-         if (fd < 0) unexpected("cannot reach the proxy: " + err(errno));
-         std::string req = "CONNECT " + arg(a, 0) + " HTTP/1.1\r\nHost: " + arg(a, 0) + "\r\n\r\n";
-         (void)!::write(fd, req.data(), req.size());
-         char buf[512] = {0};
-         ssize_t n = ::read(fd, buf, sizeof buf - 1);
-         if (n > 12 && std::strncmp(buf, "HTTP/1.1 200", 12) == 0) escaped("the proxy opened a tunnel to " + arg(a, 0));
-         if (n > 12 && std::strncmp(buf, "HTTP/1.1 403", 12) == 0) denied("proxy answered 403 for " + arg(a, 0));
-         unexpected(std::string("proxy answered: ") + buf);
+         auto [fd, answer] = proxy_connect(arg(a, 0));
+         if (answer.rfind("HTTP/1.1 200", 0) == 0) escaped("the proxy opened a tunnel to " + arg(a, 0));
+         if (answer.rfind("HTTP/1.1 403", 0) == 0) denied("proxy answered 403 for " + arg(a, 0));
+         unexpected("proxy answered: " + answer);
        }},
       {"x32-syscall", [](const auto&) {
          pid_t c = ::fork();
@@ -417,14 +423,8 @@ const std::map<std::string, Probe>& probes() {
          ok("the sandbox's own loopback works");
        }},
       {"ok-proxy-allowed", [](const auto& a) {
-         auto [ip, port] = proxy_addr();
-         int fd = tcp_connect(ip, port);
-         if (fd < 0) unexpected("cannot reach the proxy: " + err(errno));
-         std::string req = "CONNECT " + arg(a, 0) + " HTTP/1.1\r\nHost: " + arg(a, 0) + "\r\n\r\n";
-         (void)!::write(fd, req.data(), req.size());
-         char buf[512] = {0};
-         ssize_t n = ::read(fd, buf, sizeof buf - 1);
-         if (n < 12 || std::strncmp(buf, "HTTP/1.1 200", 12) != 0) unexpected(std::string("proxy answered: ") + buf);
+         auto [fd, answer] = proxy_connect(arg(a, 0));
+         if (answer.rfind("HTTP/1.1 200", 0) != 0) unexpected("proxy answered: " + answer);
          (void)!::write(fd, "ping\n", 5);
          char echo[8] = {0};
          if (::read(fd, echo, 5) != 5 || std::strncmp(echo, "ping\n", 5) != 0) unexpected("no echo through the tunnel");
