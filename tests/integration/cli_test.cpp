@@ -86,7 +86,7 @@ TEST_CASE("bulwark policy validate: OpenShell's reference policies are valid, of
   // No gateway listens there: validate must not need one.
   std::string nowhere = "http://127.0.0.1:" + std::to_string(free_port());
   int seen = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(BULWARK_SOURCE_DIR "/../shared/reference/openshell-policies")) {
+  for (const auto& entry : std::filesystem::directory_iterator(BULWARK_SOURCE_DIR "/tests/fixtures/openshell-policies")) {
     if (!entry.is_regular_file()) continue;
     std::string file = entry.path().string();
     auto r = bulwark_cli({"policy", "validate", file}, nowhere);
