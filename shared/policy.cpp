@@ -345,6 +345,17 @@ class Reader {
     return out;
   }
 
+  // Calls fn(item, text) for each string in the list under key; wrong types are problems already.
+  template <class F>
+  void each_string(const Fields& f, const char* key, F&& fn) {
+    auto lv = f.get(key);
+    if (!lv) return;
+    auto items = list(*lv);
+    if (!items) return;
+    for (const auto& item : *items)
+      if (auto s = string(item)) fn(item, *s);
+  }
+
   std::optional<std::string> string(const Val& v) {
     if (!v.node.IsScalar()) {
       problem(v, "must be a string, " + got(v.node));
@@ -436,18 +447,12 @@ class Reader {
     if (!f) return;
     fs.include_workdir = flag(*f, "include_workdir");
     for (auto [key, out] : {std::pair{"read_only", &fs.read_only}, {"read_write", &fs.read_write}}) {
-      auto lv = f->get(key);
-      if (!lv) continue;
-      auto items = list(*lv);
-      if (!items) continue;
-      for (const auto& item : *items) {
-        auto s = string(item);
-        if (!s) continue;
-        check_path(item, *s);
-        if (out == &fs.read_write && s->find_first_not_of('/') == std::string::npos && !s->empty())
+      each_string(*f, key, [&, out = out](const Val& item, const std::string& s) {
+        check_path(item, s);
+        if (out == &fs.read_write && s.find_first_not_of('/') == std::string::npos && !s.empty())
           problem(item, "'/' is too broad to be writable: list the directories the agent must write");
-        out->push_back(*s);
-      }
+        out->push_back(s);
+      });
     }
     size_t total = fs.read_only.size() + fs.read_write.size();
     if (total > kMaxFilesystemPaths)
@@ -1061,19 +1066,13 @@ class Reader {
       if (auto ev = f->get("endpoints")) {
         if (auto ef = map(*ev, {"include", "exclude"})) {
           for (auto [key2, dest] : {std::pair{"include", &m.include}, {"exclude", &m.exclude}}) {
-            auto lv = ef->get(key2);
-            if (!lv) continue;
-            auto items = list(*lv);
-            if (!items) continue;
-            for (const auto& item : *items) {
-              auto s = string(item);
-              if (!s) continue;
-              if (s->empty() || s->find_first_of(" \t/") != std::string::npos)
-                problem(item, "must be a host name or DNS glob, got " + quote(*s));
-              else if (s->find_first_of("{}") != std::string::npos)
+            each_string(*ef, key2, [&, dest = dest](const Val& item, const std::string& s) {
+              if (s.empty() || s.find_first_of(" \t/") != std::string::npos)
+                problem(item, "must be a host name or DNS glob, got " + quote(s));
+              else if (s.find_first_of("{}") != std::string::npos)
                 problem(item, "brace alternates are not supported: list each pattern");
-              dest->push_back(*s);
-            }
+              dest->push_back(s);
+            });
           }
           if (m.include.empty()) required(*ef, "include", "required: at least one host pattern");
           if (m.include.size() + m.exclude.size() > kMaxSelectorPatterns)

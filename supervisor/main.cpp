@@ -100,22 +100,20 @@ int main(int argc, char** argv) {
   bulwark::CommonOptions common;
   bulwark::add_common_options(flags, common);
   std::string sandbox_id, policy_file;
-  bool standalone_flag = false;
   std::string standalone = "false";
   std::vector<std::string> command;
   flags.text("sandbox-id", &sandbox_id, "this sandbox's id")
       .text("policy", &policy_file, "policy file (OpenShell format); default: BULWARK_POLICY_YAML, else the default policy")
       .choice("standalone", &standalone, "confine directly on this host, with no gateway or NATS", {"true", "false"})
       .rest("command", &command, "the agent command, after --", true);
-  // `--standalone` alone reads as `--standalone true`.
+  // `--standalone` alone reads as `--standalone=true` (Flags takes values only).
   std::vector<char*> args(argv, argv + argc);
-  std::vector<std::string> storage;
   for (size_t i = 1; i < args.size(); ++i) {
     if (std::string(args[i]) == "--") break;
     if (std::string(args[i]) == "--standalone") args[i] = const_cast<char*>("--standalone=true");
   }
   if (int rc = flags.parse(static_cast<int>(args.size()), args.data()); rc >= 0) return rc;
-  standalone_flag = standalone == "true";
+  const bool standalone_flag = standalone == "true";
   if (standalone_flag && sandbox_id.empty()) sandbox_id = "standalone-" + bulwark::random_hex(4);
   if (!bulwark::is_subject_token(sandbox_id)) {
     std::cerr << "bulwark-supervisor: --sandbox-id (BULWARK_SANDBOX_ID) must be set to a valid sandbox id\n";
