@@ -124,7 +124,9 @@ int main(int argc, char** argv) {
   create->add_option("--policy", policy_file, "sandbox policy file (OpenShell YAML; see `bulwark policy validate`)");
   create->add_option("-e,--env", envs, "KEY=VALUE for the agent's environment (repeatable)");
   create->add_option("-l,--label", labels, "KEY=VALUE label (repeatable)");
+  bool detach = false;
   create->add_flag("--no-wait", no_wait, "return once accepted instead of waiting for READY");
+  create->add_flag("-d,--detach", detach, "with a command: return at READY instead of waiting for it to end");
   create->add_option("--timeout", timeout_s, "seconds to wait for READY")->check(CLI::PositiveNumber)->capture_default_str();
   create->add_option("command", command, "the agent command, after --");
   create->footer("Example: bulwark sandbox create --name demo -- sh -c 'echo hello'");
@@ -186,6 +188,10 @@ int main(int argc, char** argv) {
       if (!no_wait) {
         if (isatty(STDERR_FILENO)) std::cerr << "waiting for sandbox " << s.value("name", "") << " to be READY...\n";
         s = wait_for(gw, s["sandbox_id"], timeout_s, settled);
+        // A command given after -- runs in the foreground, like `podman run`: wait for it to end
+        // (no time limit once it runs) so its output and exit code are what create shows.
+        if (!command.empty() && !detach && s.value("phase", "") == "READY")
+          s = wait_for(gw, s["sandbox_id"], 1e9, [](const std::string& p) { return p != "READY" && settled(p); });
       }
       print(g, s);
       std::string phase = s.value("phase", "");

@@ -66,6 +66,11 @@ TEST_CASE("bulwark sandbox create -- echo hi prints the sandbox and its output")
   CHECK(list.code == 0);
   CHECK(nlohmann::json::parse(list.out)["sandboxes"][0]["name"] == "cli-demo");
 
+  // -d returns once the command runs, without waiting for it to end.
+  auto detached = bulwark_cli({"sandbox", "create", "-d", "--name", "cli-bg", "--", "sleep", "600"}, suite.gateway_url());
+  CHECK(detached.code == 0);
+  CHECK_MESSAGE(detached.out.find("READY") != std::string::npos, detached.out);
+
   auto del = bulwark_cli({"sandbox", "delete", "cli-demo", "--wait"}, suite.gateway_url());
   CHECK(del.code == 0);
   CHECK(del.out.find("DELETED") != std::string::npos);
