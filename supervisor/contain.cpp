@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/close_range.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -137,6 +138,9 @@ void sys(bool ok, const std::string& what) {
     rlimit nproc{o.nproc_limit, o.nproc_limit};
     sys(::setrlimit(RLIMIT_NPROC, &nproc) == 0, "setrlimit RLIMIT_NPROC");
     drop_identity(id);
+    // Changing uid clears the parent-death signal: set it again, or a killed supervisor would
+    // leave init and the agent running on a bare host.
+    sys(::prctl(PR_SET_PDEATHSIG, SIGKILL) == 0, "prctl PR_SET_PDEATHSIG");
   });
   step(report_fd, "no_new_privs", [&] { sys(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "prctl PR_SET_NO_NEW_PRIVS"); });
   step(report_fd, "landlock: restrict_self", [&] { landlock_enforce(landlock); });
@@ -155,12 +159,16 @@ void sys(bool ok, const std::string& what) {
   pid_t agent = ::fork();
   if (agent < 0) fail_step(report_fd, "fork the agent", errno_text("fork", errno));
   if (agent == 0) {
-    ::setpgid(0, 0);
+    // A new session: no controlling terminal, so no TIOCSTI into the operator's terminal; also
+    // the agent's own process group for the signals init relays.
+    ::setsid();
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
+    // Nothing the supervisor itself inherited (a CI runner's descriptors...) reaches the agent.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     if (::chdir(o.workdir.c_str()) != 0) (void)!::chdir("/");
     // execvpe searches PATH from the agent's environment.
     for (const auto& e : o.env)

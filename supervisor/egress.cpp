@@ -57,6 +57,7 @@ L4Decision decide_l4(const policy::Policy& p, const std::string& host, uint16_t 
       d.allow = true;
       d.rule = "network_policies." + np.key + ".endpoints[" + std::to_string(i) + "]";
       d.allowed_ips = e.allowed_ips;
+      d.exact_host = e.host.find('*') == std::string::npos;
       // A rule that names an IP literal names that address: it may then be loopback or private,
       // which the proxy otherwise always blocks.
       in_addr v4;

@@ -15,6 +15,9 @@ struct L4Decision {
   std::string rule;    // "network_policies.<key>.endpoints[<i>]" that allowed it
   std::string reason;  // why it was denied
   std::vector<std::string> allowed_ips;  // the endpoint's allowed_ips (private/loopback exceptions)
+  // The endpoint names one exact host: its name may resolve to a private address (the schema's
+  // rule); a wildcard endpoint needs allowed_ips for that.
+  bool exact_host = false;
 };
 
 // Schema host matching, case-insensitive: exact; "*" inside the first label matches within that

@@ -32,6 +32,7 @@ network_policies:
   auto d = decide_l4(p, "api.github.com", 443);
   CHECK(d.allow);
   CHECK(d.rule == "network_policies.gh.endpoints[0]");
+  CHECK(d.exact_host);
   CHECK_FALSE(decide_l4(p, "api.github.com", 80).allow);
   auto no = decide_l4(p, "evil.com", 443);
   CHECK_FALSE(no.allow);

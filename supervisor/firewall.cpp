@@ -32,9 +32,16 @@ std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_g
          "    type filter hook output priority filter; policy drop;\n"
          "    oifname \"lo\" accept\n"
          "    ip daddr " + proxy + " tcp dport " + std::to_string(proxy_port) + " accept\n"
-         "    log group " + g + "\n"
+         "    limit rate 50/second burst 100 packets log group " + g + "\n"
          "    meta l4proto tcp reject with tcp reset\n"
          "    reject with icmpx type admin-prohibited\n"
+         "  }\n"
+         // Nothing may connect in: not the host, not another sandbox's agent. Only replies to
+         // the agent's own connections (to the proxy) and its loopback.
+         "  chain input {\n"
+         "    type filter hook input priority filter; policy drop;\n"
+         "    iifname \"lo\" accept\n"
+         "    ct state established,related accept\n"
          "  }\n"
          "}\n";
 }

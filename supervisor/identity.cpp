@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -73,6 +74,10 @@ void drop_identity(const Identity& id) {
   // effective capability sets.
   if (::setresuid(id.uid, id.uid, id.uid) != 0) throw Error(Code::kInternal, errno_text("setresuid " + std::to_string(id.uid), errno));
   if (::setuid(0) == 0 || ::setgid(0) == 0) throw Error(Code::kInternal, "dropping root did not stick: setuid(0) succeeded");
+  // The inheritable set survives setuid; empty it too, so nothing is left for any exec.
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capset, &hdr, data) != 0) throw Error(Code::kInternal, errno_text("capset: clear every set", errno));
 }
 
 }  // namespace bulwark::supervisor

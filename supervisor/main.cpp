@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
           out.rule = d.rule;
           out.reason = d.reason;
           out.allowed_ips = d.allowed_ips;
-          out.allow_private = d.allow;  // an allowed endpoint name may resolve to a private address
+          out.allow_private = d.allow && d.exact_host;  // the schema's rule for private addresses
           return out;
         },
         [s = session.get()](const bulwark::proxy::Request& r, const bulwark::proxy::Decision& d) {

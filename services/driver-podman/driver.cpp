@@ -148,8 +148,15 @@ void PodmanDriver::poll() {
     if (st.running() && !was_running) report(id, v1::REPORT_WORKLOAD_RUNNING, st.workload_id(), 0);
     if (st.exited() && !was_exited) report(id, v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code());
   }
-  for (const auto& [id, st] : before)
-    if (!now.count(id)) report(id, v1::REPORT_WORKLOAD_GONE, st.workload_id(), 0, "the container was removed outside Bulwark");
+  for (const auto& [id, st] : before) {
+    if (now.count(id)) continue;
+    // A list taken while podman changes a container can miss it: only a failed inspect says gone.
+    if (auto c = podman_.inspect_container(container_name(id))) {
+      now[id] = st;
+      continue;
+    }
+    report(id, v1::REPORT_WORKLOAD_GONE, st.workload_id(), 0, "the container was removed outside Bulwark");
+  }
   std::lock_guard lock(mu_);
   // Entries added by create() during this pass are kept; the next pass settles them.
   for (auto& [id, st] : now) known_[id] = st;

@@ -73,6 +73,8 @@ bool apply_report(v1::Sandbox& s, const v1::StateReport& r, const google::protob
       if (before_ready(s.phase())) transition(s, v1::READY, "", now);
       break;
     case v1::REPORT_WORKLOAD_GONE:
+      s.set_workload_running(false);
+      if (s.phase() == v1::EXITED) break;  // it ended and was reported; its container going is no failure
       transition(s, v1::FAILED, "the workload disappeared from driver " + r.driver_id() +
                                     (r.reason().empty() ? "" : ": " + r.reason()), now);
       break;

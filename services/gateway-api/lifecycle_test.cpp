@@ -136,3 +136,20 @@ TEST_CASE("stuck sandboxes time out naming the step that did not happen") {
   apply_report(ready, report(v1::REPORT_SUPERVISOR_CHECKED_IN), at(1));
   CHECK_FALSE(expire_if_stuck(ready, std::chrono::seconds(1), at(100)));
 }
+
+TEST_CASE("a workload that vanishes after its agent exited leaves the sandbox EXITED; before that it FAILS") {
+  auto s = pending();
+  apply_report(s, report(v1::REPORT_WORKLOAD_RUNNING), at(1));
+  apply_report(s, report(v1::REPORT_SUPERVISOR_CHECKED_IN), at(2));
+  apply_report(s, report(v1::REPORT_AGENT_EXITED, 4), at(3));
+  apply_report(s, report(v1::REPORT_WORKLOAD_GONE), at(4));
+  CHECK(s.phase() == v1::EXITED);
+  CHECK(s.exit_code() == 4);
+
+  auto t = pending();
+  apply_report(t, report(v1::REPORT_WORKLOAD_RUNNING), at(1));
+  apply_report(t, report(v1::REPORT_SUPERVISOR_CHECKED_IN), at(2));
+  apply_report(t, report(v1::REPORT_WORKLOAD_GONE), at(3));
+  CHECK(t.phase() == v1::FAILED);
+  CHECK(t.reason().find("disappeared") != std::string::npos);
+}

@@ -29,7 +29,14 @@ void normalize_spec(v1::SandboxSpec& spec, const SandboxDefaults& d) {
   if (spec.command().empty())
     for (const auto& c : d.command) spec.add_command(c);
   if (spec.command(0).empty()) throw Error(Code::kInvalidArgument, "command[0]: the program name is empty", "command[0]");
-  for (const auto& [k, v] : spec.env()) check_key("env", k);
+  for (const auto& [k, v] : spec.env()) {
+    check_key("env", k);
+    // The supervisor starts (as root, before confinement) in the environment the driver gives
+    // it: variables that make the loader or libc load code must not come from a request.
+    if (k.rfind("LD_", 0) == 0 || k == "GLIBC_TUNABLES" || k == "GCONV_PATH" || k == "LOCPATH" || k == "HOSTALIASES")
+      throw Error(Code::kInvalidArgument, "env." + k + ": not allowed (it would change how the sandbox's supervisor loads code)",
+                  "env." + k);
+  }
   for (const auto& [k, v] : spec.labels()) check_key("labels", k);
   if (!spec.policy().empty()) {
     // The same parser the supervisor enforces with: a policy accepted here is the policy enforced.

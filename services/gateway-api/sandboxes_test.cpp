@@ -65,6 +65,9 @@ TEST_CASE("normalize_spec fills defaults and names the bad field") {
   auto c = spec_named("ok");
   c.add_command("");
   bad(c, "command[0]");
+  auto ld = spec_named("ok");
+  (*ld.mutable_env())["LD_PRELOAD"] = "/tmp/evil.so";
+  bad(ld, "env.LD_PRELOAD");
 }
 
 TEST_CASE("create places the sandbox; the supervisor's check-in makes it READY") {

@@ -264,12 +264,12 @@ const std::map<std::string, Probe>& probes() {
            char key[16];
            if (std::sscanf(line, "%15[^:]:\t%llx", key, &v) == 2 &&
                (std::string(key) == "CapEff" || std::string(key) == "CapPrm" || std::string(key) == "CapBnd" ||
-                std::string(key) == "CapAmb") && v != 0)
+                std::string(key) == "CapAmb" || std::string(key) == "CapInh") && v != 0)
              bad += std::string(key) + " ";
          }
          if (f) std::fclose(f);
          if (!bad.empty()) escaped("capabilities left: " + bad);
-         denied("no capability in the effective, permitted, bounding or ambient sets");
+         denied("no capability in the effective, permitted, inheritable, bounding or ambient sets");
        }},
       {"load-module", [](const auto&) { expect_errno(::syscall(SYS_finit_module, 0, "", 0), EPERM, "finit_module"); }},
       {"init-module", [](const auto&) { expect_errno(::syscall(SYS_init_module, nullptr, 0, ""), EPERM, "init_module"); }},
