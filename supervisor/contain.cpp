@@ -6,7 +6,10 @@
 #include <linux/close_range.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +21,7 @@
 #include <sstream>
 
 #include "shared/error.h"
+#include "shared/util.h"
 #include "supervisor/firewall.h"
 #include "supervisor/identity.h"
 #include "supervisor/landlock.h"
@@ -83,16 +87,64 @@ void sys(bool ok, const std::string& what) {
   if (!ok) throw Error(Code::kInternal, errno_text(what, errno));
 }
 
+// Denials init saw, for the supervisor's log: one line each on a non-blocking pipe, at most
+// kBurst a second. An agent hammering a denied call must neither block on init (its calls wait
+// for init's answer) nor fill the supervisor's log: the excess is counted and reported.
+class EventOut {
+ public:
+  explicit EventOut(int fd) : fd_(fd) {}
+  void line(const std::string& text) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - window_ >= std::chrono::seconds(1)) {
+      if (dropped_ > 0) write_now("seccomp: " + std::to_string(dropped_) + " more denials not logged (rate limit)");
+      window_ = now;
+      sent_ = dropped_ = 0;
+    }
+    if (sent_ >= kBurst) {
+      ++dropped_;
+      return;
+    }
+    ++sent_;
+    write_now(text);
+  }
+
+ private:
+  static constexpr int kBurst = 50;
+  void write_now(const std::string& text) {
+    std::string l = text + "\n";
+    if (::write(fd_, l.data(), l.size()) != static_cast<ssize_t>(l.size())) ++dropped_;  // full pipe: drop
+  }
+  int fd_;
+  std::chrono::steady_clock::time_point window_{};
+  int sent_ = 0, dropped_ = 0;
+};
+
 // pid 1 of the agent's PID namespace: reaps everything, relays the supervisor's signals to the
-// agent's process group, and exits with the agent's code (which ends the whole namespace).
-[[noreturn]] void init_loop(pid_t agent) {
+// agent's process group, answers the agent's denied system calls (seccomp listener) and exits
+// with the agent's code (which ends the whole namespace).
+[[noreturn]] void init_loop(pid_t agent, std::optional<SeccompListener>& seccomp, EventOut& events) {
   sigset_t set;
   sigemptyset(&set);
   for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
+  Fd sigfd(::signalfd(-1, &set, SFD_CLOEXEC));
+  if (!sigfd) ::_exit(126);
   for (;;) {
-    siginfo_t info;
-    int sig = ::sigwaitinfo(&set, &info);
-    if (sig < 0) continue;
+    pollfd fds[2] = {{sigfd.get(), POLLIN, 0}, {seccomp ? seccomp->fd() : -1, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) continue;
+    if (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+      seccomp.reset();  // every task with the filter is gone
+    } else if (fds[1].revents & POLLIN) {
+      try {
+        if (auto d = seccomp->answer_one()) events.line("denied: " + d->to_string());
+      } catch (const std::exception& e) {
+        events.line(std::string("seccomp listener failed, denied calls now fail with ENOSYS: ") + e.what());
+        seccomp.reset();
+      }
+    }
+    if (!(fds[0].revents & POLLIN)) continue;
+    signalfd_siginfo info;
+    if (::read(sigfd.get(), &info, sizeof info) != sizeof info) continue;
+    int sig = static_cast<int>(info.ssi_signo);
     if (sig != SIGCHLD) {
       ::kill(-agent, sig);
       continue;
@@ -106,8 +158,8 @@ void sys(bool ok, const std::string& what) {
   }
 }
 
-[[noreturn]] void agent_init(const ContainOptions& o, const VethPlan& veth, int go_fd, int report_fd, int out_fd,
-                             int err_fd) {
+[[noreturn]] void agent_init(const ContainOptions& o, const VethPlan& veth, const std::string& audit_tag, int go_fd,
+                             int report_fd, int out_fd, int err_fd, int events_fd) {
   char go = 0;
   if (::read(go_fd, &go, 1) != 1) ::_exit(125);  // the supervisor went away before releasing us
   ::close(go_fd);
@@ -127,7 +179,8 @@ void sys(bool ok, const std::string& what) {
   LandlockPlan landlock;
   step(report_fd, "landlock: prepare", [&] {
     const auto& fs = o.policy.has_filesystem ? o.policy.filesystem : default_filesystem_policy();
-    LandlockRules rules{fs.read_only, fs.read_write, o.policy.landlock == policy::LandlockCompatibility::kHardRequirement};
+    LandlockRules rules{fs.read_only, fs.read_write, o.policy.landlock == policy::LandlockCompatibility::kHardRequirement,
+                        /*audit_denials=*/true};
     if (fs.include_workdir) rules.read_write.push_back(o.workdir);
     landlock = landlock_prepare(rules);
   });
@@ -143,8 +196,18 @@ void sys(bool ok, const std::string& what) {
     sys(::prctl(PR_SET_PDEATHSIG, SIGKILL) == 0, "prctl PR_SET_PDEATHSIG");
   });
   step(report_fd, "no_new_privs", [&] { sys(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "prctl PR_SET_NO_NEW_PRIVS"); });
-  step(report_fd, "landlock: restrict_self", [&] { landlock_enforce(landlock); });
-  step(report_fd, "seccomp", [&] { seccomp_apply(SeccompOptions{}); });
+  step(report_fd, "landlock: restrict_self", [&] {
+    // The kernel's audit record of this domain names the process that made it: a tag unique to
+    // this sandbox lets the supervisor pick its own denials out of the host's audit stream.
+    sys(::prctl(PR_SET_NAME, audit_tag.c_str()) == 0, "prctl PR_SET_NAME");
+    landlock_enforce(landlock);
+    ::prctl(PR_SET_NAME, "bulwark-init");
+  });
+  // seccomp goes on the agent only (below): init must stay free of it to answer its listener.
+  int listener_sock[2];
+  step(report_fd, "seccomp", [&] {
+    sys(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, listener_sock) == 0, "socketpair");
+  });
 
   report_line(report_fd, "abi " + std::to_string(landlock.abi));
   for (const auto& s : landlock.skipped) report_line(report_fd, "note landlock skipped " + s);
@@ -170,6 +233,14 @@ void sys(bool ok, const std::string& what) {
     // Nothing the supervisor itself inherited (a CI runner's descriptors...) reaches the agent.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     if (::chdir(o.workdir.c_str()) != 0) (void)!::chdir("/");
+    // Last step before exec, in the agent's own process: from here every denied call waits for
+    // init's answer, so the listener must be with init first.
+    step(report_fd, "seccomp", [&] {
+      ::close(listener_sock[0]);
+      Fd listener = seccomp_apply(SeccompOptions{.notify = true});
+      send_fd(listener_sock[1], listener.get());
+    });
+    ::close(listener_sock[1]);
     // execvpe searches PATH from the agent's environment.
     for (const auto& e : o.env)
       if (e.rfind("PATH=", 0) == 0) ::setenv("PATH", e.c_str() + 5, 1);
@@ -179,7 +250,16 @@ void sys(bool ok, const std::string& what) {
   ::close(report_fd);
   ::close(out_fd);
   ::close(err_fd);
-  init_loop(agent);
+  ::close(listener_sock[1]);
+  std::optional<SeccompListener> seccomp;
+  try {
+    seccomp.emplace(receive_fd(listener_sock[0]));
+  } catch (const std::exception&) {
+    // The agent failed before loading its filter and says why on the report pipe; just reap it.
+  }
+  ::close(listener_sock[0]);
+  EventOut events(events_fd);
+  init_loop(agent, seccomp, events);
 }
 
 void make_pipe(int fds[2], int flags = O_CLOEXEC) {
@@ -191,17 +271,19 @@ void make_pipe(int fds[2], int flags = O_CLOEXEC) {
 AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std::chrono::steady_clock::now()) {
   veth_ = plan_veth(o_.sandbox_id);
   o_.env = with_proxy_env(std::move(o_.env), proxy_url());
-  int go[2], report[2], out[2], err[2];
+  audit_tag_ = "bw-" + random_hex(6);  // 15 characters: the most a comm holds
+  int go[2], report[2], out[2], err[2], events[2];
   make_pipe(go);
   make_pipe(report);
   make_pipe(out);
   make_pipe(err);
+  make_pipe(events, O_CLOEXEC | O_NONBLOCK);  // init must never block on it
   // Like fork (no CLONE_VM), with new namespaces. The raw syscall: glibc's clone() wants a stack.
   long pid = ::syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD,
                        nullptr, nullptr, nullptr, nullptr);
   if (pid < 0) {
     int e = errno;
-    for (int fd : {go[0], go[1], report[0], report[1], out[0], out[1], err[0], err[1]}) ::close(fd);
+    for (int fd : {go[0], go[1], report[0], report[1], out[0], out[1], err[0], err[1], events[0], events[1]}) ::close(fd);
     throw Error(Code::kInternal, errno_text("clone the agent into new namespaces (needs CAP_SYS_ADMIN)", e));
   }
   if (pid == 0) {
@@ -209,14 +291,19 @@ AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std:
     ::close(report[0]);
     ::close(out[0]);
     ::close(err[0]);
+    ::close(events[0]);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // no agent outlives its supervisor
-    agent_init(o_, veth_, go[0], report[1], out[1], err[1]);
+    agent_init(o_, veth_, audit_tag_, go[0], report[1], out[1], err[1], events[1]);
   }
   pid_ = static_cast<pid_t>(pid);
   ::close(go[0]);
   ::close(report[1]);
   ::close(out[1]);
   ::close(err[1]);
+  ::close(events[1]);
+  // The supervisor reads it blocking, in a thread of its own.
+  ::fcntl(events[0], F_SETFL, ::fcntl(events[0], F_GETFL) & ~O_NONBLOCK);
+  events_.reset(events[0]);
   go_.reset(go[1]);
   report_.reset(report[0]);
   out_.reset(out[0]);

@@ -12,13 +12,16 @@
 //    5. mounts: / private, a fresh /proc for the new PID namespace; hostname
 //    6. Landlock: open every allowed path while still privileged        (landlock.cpp)
 //    7. RLIMIT_NPROC (fork bombs), then identity: bounding set, groups, gid, uid   (identity.cpp)
-//    8. no_new_privs, Landlock restrict_self, seccomp                  (landlock.cpp, seccomp.cpp)
-//    9. fork the agent, which execs the command; init stays as its reaper and relays signals
+//    8. no_new_privs, Landlock restrict_self (tagged for the audit log)   (landlock.cpp)
+//    9. fork the agent; it loads seccomp (denials go to a listener it hands to init) and execs
+//       the command; init stays as its reaper, relays signals and answers the listener
+//       (seccomp.cpp): init itself has no filter, so it can read a caller's clone3 arguments
 //
 // A step that fails aborts the sandbox with "step: what failed: errno text"; nothing is skipped
 // silently (best_effort Landlock reports what it could not enforce as notes).
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -69,13 +72,19 @@ class AgentLauncher {
   ContainReport release();
   Fd take_stdout() { return std::move(out_); }
   Fd take_stderr() { return std::move(err_); }
+  // Denials init saw (seccomp), one line each; EOF when the sandbox ends.
+  Fd take_events() { return std::move(events_); }
+  // The comm of the process that made the agent's Landlock domain, as the kernel's audit records
+  // of the domain show it ("bw-" + 12 hex digits).
+  const std::string& audit_tag() const { return audit_tag_; }
 
  private:
   ContainOptions o_;
   VethPlan veth_;
   pid_t pid_ = -1;
   bool network_up_ = false;
-  Fd go_, report_, out_, err_;
+  Fd go_, report_, out_, err_, events_;
+  std::string audit_tag_;
   std::chrono::steady_clock::time_point started_;
 };
 

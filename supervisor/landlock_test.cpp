@@ -2,6 +2,7 @@
 // checks the kernel refuses what was not granted (with the exact errno) and allows what was. The
 // tests run as root, so a denial can only come from Landlock, not from file modes.
 #include "supervisor/landlock.h"
+#include "supervisor/landlock_audit.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -351,4 +352,23 @@ TEST_CASE("landlock: enforcing without no_new_privs is refused, and a plan enfor
     }
   });
   CHECK_MESSAGE(out.ok(), out.describe());
+}
+
+TEST_CASE("Landlock audit: only the tagged sandbox's denials come out, the first one included") {
+  LandlockDenialFilter f("bw-0123456789ab");
+  // Another sandbox's domain: never ours.
+  CHECK(f.feed(kAuditLandlockAccess, "domain=aaa blockers=fs.read_file path=\"/x\" dev=\"vda\" ino=1").empty());
+  CHECK(f.feed(kAuditLandlockDomain, "domain=aaa status=allocated mode=enforcing pid=9 uid=0 exe=\"/s\" comm=\"bw-ffffffffffff\"").empty());
+  // Ours: the first access record arrives before the domain record that identifies it.
+  CHECK(f.feed(kAuditLandlockAccess, "domain=bbb blockers=fs.write_file path=\"/etc/passwd\" dev=\"vda\" ino=2").empty());
+  auto first = f.feed(kAuditLandlockDomain,
+                      "domain=bbb status=allocated mode=enforcing pid=7 uid=0 exe=\"/s\" comm=\"bw-0123456789ab\"");
+  REQUIRE(first.size() == 1);
+  CHECK(first[0] == "landlock fs.write_file path=\"/etc/passwd\" dev=\"vda\" ino=2");
+  auto next = f.feed(kAuditLandlockAccess, "domain=bbb blockers=fs.refer path=\"/tmp\" dev=\"vda\" ino=3");
+  REQUIRE(next.size() == 1);
+  CHECK(next[0].rfind("landlock fs.refer", 0) == 0);
+  CHECK(f.feed(kAuditLandlockAccess, "domain=aaa blockers=fs.read_file path=\"/y\"").empty());
+  // A deallocation record of our domain is no denial.
+  CHECK(f.feed(kAuditLandlockDomain, "domain=bbb status=deallocated denials=2").empty());
 }

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "shared/audit.h"
 #include "shared/log.h"
 #include "shared/policy.h"
 #include "shared/service.h"
@@ -24,6 +25,7 @@
 #include "supervisor/contain.h"
 #include "supervisor/egress.h"
 #include "supervisor/firewall.h"
+#include "supervisor/landlock_audit.h"
 #include "supervisor/proxy/egress_proxy.h"
 #include "supervisor/session.h"
 
@@ -163,6 +165,8 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<bulwark::proxy::EgressProxy> proxy;
   std::unique_ptr<bulwark::supervisor::DenialLog> denials;
+  std::unique_ptr<bulwark::supervisor::LandlockAuditLog> landlock_log;
+  std::string audit_problem;
   bulwark::supervisor::ContainReport report;
   try {
     bulwark::proxy::EgressProxy::Options po;
@@ -186,6 +190,22 @@ int main(int argc, char** argv) {
                           (d.rule.empty() ? d.reason : d.rule + ": " + d.reason) + ")");
         });
     proxy->run_in_thread();
+    // Landlock reports denials only to the kernel audit log; read our sandbox's share of it.
+    // Started before the agent runs, so its first denial is not missed.
+    // Inside a container audit can be neither checked nor switched on (that needs the host's
+    // PID namespace): the driver switches it on for its sandboxes, so go on and read.
+    if (std::string why = bulwark::audit::ensure_enabled(); !why.empty()) {
+      if (standalone_flag) audit_problem = why;  // on the host it can: a failure is real
+      spdlog::debug("kernel audit: {}", why);
+    }
+    if (audit_problem.empty()) {
+      try {
+        landlock_log = std::make_unique<bulwark::supervisor::LandlockAuditLog>(
+            launcher->audit_tag(), [s = session.get()](const std::string& line) { notice(s, "denied: " + line); });
+      } catch (const std::exception& e) {
+        audit_problem = e.what();
+      }
+    }
     denials = std::make_unique<bulwark::supervisor::DenialLog>(
         launcher->pid(), [s = session.get()](const bulwark::supervisor::Denial& d) {
           notice(s, "denied: direct " + d.protocol + " to " + d.destination + (d.port ? ":" + std::to_string(d.port) : "") +
@@ -207,6 +227,7 @@ int main(int argc, char** argv) {
     }
     return kExitConfinement;
   }
+  if (!audit_problem.empty()) report.notes.push_back("Landlock denials are not logged: " + audit_problem);
   for (const auto& n : report.notes) spdlog::warn("{}", n);
   spdlog::info("sandbox {}: confined in {:.1f} ms (Landlock ABI {}); running {}", sandbox_id, report.setup_ms,
                report.landlock_abi, command.front());
@@ -223,6 +244,10 @@ int main(int argc, char** argv) {
   std::atomic<int> open_relays{2};
   auto out = relay(launcher->take_stdout(), stdout, "stdout", session.get(), open_relays, mu, done);
   auto err = relay(launcher->take_stderr(), stderr, "stderr", session.get(), open_relays, mu, done);
+  // The system calls init's seccomp listener refused.
+  std::thread events([fd = launcher->take_events(), s = session.get()] {
+    bulwark::supervisor::relay_lines(fd.get(), 4096, [&](const std::string& line) { notice(s, line); });
+  });
 
   int code = supervise(launcher->pid());
   {
@@ -233,7 +258,9 @@ int main(int argc, char** argv) {
   }
   out.join();
   err.join();
+  events.join();  // init is gone, so its end of the pipe is closed
   denials.reset();
+  landlock_log.reset();
   proxy->stop();
   spdlog::info("sandbox {}: agent exited with code {}", sandbox_id, code);
   if (session) {

@@ -4,9 +4,14 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "shared/error.h"
@@ -57,6 +62,13 @@ std::string ns_flag_names(bool with_time) {
   return s;
 }
 
+// setreuid(r, e) and friends: any of the first n arguments is 0 (root). -1 ("unchanged") is not.
+std::vector<std::vector<scmp_arg_cmp>> any_arg_zero(unsigned n) {
+  std::vector<std::vector<scmp_arg_cmp>> out;
+  for (unsigned i = 0; i < n; ++i) out.push_back({scmp_arg_cmp{i, SCMP_CMP_MASKED_EQ, kLow32, 0}});
+  return out;
+}
+
 // personality(v) is denied unless v is 0 or 0xffffffff. libseccomp 2.5 takes one comparison per
 // argument in a rule, so "v != 0 and v != 0xffffffff" becomes a union of single comparisons:
 // anything above 32 bits (the kernel reads an unsigned int and glibc truncates to one, so only a
@@ -94,6 +106,13 @@ std::vector<Rule> rules(bool allow_memfd_create, bool for_docs) {
   const std::string handle_why =
       "opens a file by its handle with no path lookup, passing by Landlock and mount confinement "
       "(the 'shocker' container escape); name_to_handle_at makes the handles";
+
+  const std::string chroot_why =
+      "the agent has no CAP_SYS_CHROOT, so the kernel refuses it anyway; denied here so that the "
+      "attempt (the first step of the classic chroot escape) is logged";
+  const std::string root_why =
+      "the agent never runs as root and holds no capability, so the kernel refuses it anyway; "
+      "denied here so that an attempt to become root is logged";
 
   std::vector<Rule> r = {
       {"ptrace", "", ptrace_why},
@@ -156,6 +175,18 @@ std::vector<Rule> rules(bool allow_memfd_create, bool for_docs) {
       {"lookup_dcookie", "",
        "turns a kernel directory-entry cookie into a path (oprofile): an information leak with "
        "no use today (removed in Linux 6.8)"},
+      {"chroot", "", chroot_why},
+      {"syslog", "",
+       "reads or clears the kernel's log ring, which shows kernel addresses and what the host and "
+       "other sandboxes do (allowed to any user where dmesg_restrict is 0)"},
+      {"setuid", "uid 0", root_why, EPERM, {{SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, 0)}}},
+      {"setreuid", "either uid 0", root_why, EPERM, any_arg_zero(2)},
+      {"setresuid", "any uid 0", root_why, EPERM, any_arg_zero(3)},
+      {"setfsuid", "uid 0", root_why, EPERM, {{SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, 0)}}},
+      {"setgid", "gid 0", root_why, EPERM, {{SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, 0)}}},
+      {"setregid", "either gid 0", root_why, EPERM, any_arg_zero(2)},
+      {"setresgid", "any gid 0", root_why, EPERM, any_arg_zero(3)},
+      {"setfsgid", "gid 0", root_why, EPERM, {{SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, 0)}}},
       {"personality", "persona other than 0 (PER_LINUX) and 0xffffffff (query)",
        "personas such as ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC switch off ASLR and NX for "
        "everything the agent runs next; ordinary programs only query or set the default",
@@ -193,7 +224,7 @@ void check(int rc, const std::string& step) {
 
 }  // namespace
 
-void seccomp_apply(const SeccompOptions& opts) {
+Fd seccomp_apply(const SeccompOptions& opts) {
   Ctx ctx(seccomp_init(SCMP_ACT_ALLOW));
   if (!ctx) throw Error(Code::kInternal, "seccomp: seccomp_init failed (out of memory?)");
   // The filter is for the native ABI only; a system call through another ABI (i386 int 0x80,
@@ -210,17 +241,153 @@ void seccomp_apply(const SeccompOptions& opts) {
     }
     std::string step = "seccomp_rule_add(" + rule.syscall +
                        (rule.condition.empty() ? "" : ", " + rule.condition) + ")";
+    // The listener answers with the same errno (SeccompListener::answer_one).
+    const uint32_t action = opts.notify ? SCMP_ACT_NOTIFY : SCMP_ACT_ERRNO(rule.err);
     if (rule.when.empty()) {
-      check(seccomp_rule_add_array(ctx.get(), SCMP_ACT_ERRNO(rule.err), nr, 0, nullptr), step);
+      check(seccomp_rule_add_array(ctx.get(), action, nr, 0, nullptr), step);
       continue;
     }
     for (const auto& cmps : rule.when) {
-      check(seccomp_rule_add_array(ctx.get(), SCMP_ACT_ERRNO(rule.err), nr,
-                                   static_cast<unsigned>(cmps.size()), cmps.data()),
-            step);
+      check(seccomp_rule_add_array(ctx.get(), action, nr, static_cast<unsigned>(cmps.size()), cmps.data()), step);
     }
   }
   check(seccomp_load(ctx.get()), "seccomp_load");
+  if (!opts.notify) return Fd();
+  int fd = seccomp_notify_fd(ctx.get());  // close-on-exec; libseccomp does not close it on release
+  if (fd < 0) throw Error(Code::kInternal, errno_text("seccomp: seccomp_notify_fd", -fd));
+  return Fd(fd);
+}
+
+std::string SeccompDenial::to_string() const {
+  return "seccomp " + syscall + " by pid " + std::to_string(pid) + " (" + (err == ENOSYS ? "ENOSYS" : "EPERM") + ")";
+}
+
+SeccompListener::SeccompListener(Fd fd) : fd_(std::move(fd)) {
+  check(seccomp_notify_alloc(&req_, &resp_), "seccomp_notify_alloc");
+}
+
+SeccompListener::~SeccompListener() { seccomp_notify_free(req_, resp_); }
+
+namespace {
+
+std::string hex(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+const char* family_name(uint64_t d) {
+  switch (d & kLow32) {
+    case AF_INET: return "AF_INET";
+    case AF_INET6: return "AF_INET6";
+    case AF_NETLINK: return "AF_NETLINK";
+    case AF_PACKET: return "AF_PACKET";
+    case AF_UNIX: return "AF_UNIX";
+    default: return nullptr;
+  }
+}
+
+// clone3's flags live in the caller's memory. Read only to decide whether to log: the answer is
+// ENOSYS whatever they are, so a racing writer changes nothing but the log line.
+std::optional<uint64_t> clone3_flags(pid_t pid, uint64_t args) {
+  uint64_t flags = 0;
+  iovec local{&flags, sizeof flags}, remote{reinterpret_cast<void*>(args), sizeof flags};
+  if (::process_vm_readv(pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(sizeof flags)) return std::nullopt;
+  return flags;
+}
+
+constexpr uint64_t kAnyNsFlag = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC |
+                                CLONE_NEWUTS | CLONE_NEWCGROUP | 0x80 /* CLONE_NEWTIME */;
+
+}  // namespace
+
+std::optional<SeccompDenial> SeccompListener::answer_one() {
+  // The kernel wants a zeroed buffer.
+  std::memset(req_, 0, sizeof(*req_));
+  if (int rc = seccomp_notify_receive(fd_.get(), req_); rc < 0) {
+    if (rc == -ENOENT || rc == -EINTR) return std::nullopt;  // the caller died or was interrupted
+    throw Error(Code::kInternal, errno_text("seccomp: receive a notification", -rc));
+  }
+  const auto& d = req_->data;
+  SeccompDenial out;
+  out.pid = static_cast<pid_t>(req_->pid);
+  out.err = d.nr == SYS_clone3 ? ENOSYS : EPERM;
+  bool log = true;
+  if (char* name = seccomp_syscall_resolve_num_arch(d.arch, d.nr)) {
+    out.syscall = name;
+    std::free(name);
+  } else {
+    out.syscall = "syscall " + std::to_string(d.nr);
+  }
+  if (d.nr == SYS_socket) {
+    const char* fam = family_name(d.args[0]);
+    out.syscall += std::string("(") + (fam ? fam : std::to_string(d.args[0] & kLow32).c_str()) + ", type " +
+                   std::to_string(d.args[1] & kLow32) + ", protocol " + std::to_string(d.args[2] & kLow32) + ")";
+  } else if (d.nr == SYS_clone || d.nr == SYS_unshare) {
+    out.syscall += "(flags " + hex(d.args[0]) + ")";
+  } else if (d.nr == SYS_clone3) {
+    auto flags = clone3_flags(out.pid, d.args[0]);
+    log = flags && (*flags & kAnyNsFlag);
+    if (flags) out.syscall += "(flags " + hex(*flags) + ")";
+  } else if (d.nr == SYS_personality) {
+    out.syscall += "(" + hex(d.args[0]) + ")";
+  } else if (d.nr == SYS_setuid || d.nr == SYS_setgid || d.nr == SYS_setreuid || d.nr == SYS_setregid ||
+             d.nr == SYS_setresuid || d.nr == SYS_setresgid || d.nr == SYS_setfsuid || d.nr == SYS_setfsgid) {
+    out.syscall += " to root";
+  }
+  resp_->id = req_->id;
+  resp_->val = 0;
+  resp_->error = -out.err;
+  resp_->flags = 0;
+  if (int rc = seccomp_notify_respond(fd_.get(), resp_); rc < 0 && rc != -ENOENT) {
+    throw Error(Code::kInternal, errno_text("seccomp: answer a notification", -rc));
+  }
+  if (!log) return std::nullopt;
+  return out;
+}
+
+void send_fd(int sock, int fd) {
+  char byte = 'f';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  ssize_t n;
+  do {
+    n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) throw Error(Code::kInternal, errno_text("send a file descriptor", errno));
+}
+
+Fd receive_fd(int sock) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) throw Error(Code::kInternal, errno_text("receive a file descriptor", errno));
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (n != 1 || !c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int))) {
+    throw Error(Code::kInternal, "receive a file descriptor: the peer closed without sending one");
+  }
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+  return Fd(fd);
 }
 
 std::vector<std::pair<std::string, std::string>> seccomp_rules_doc() {

@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <poll.h>
+
 #include <cstdint>
 #include <fstream>
 #include <iterator>
@@ -80,6 +82,8 @@ const Call kDenied[] = {
     {"open_by_handle_at", [] { return ::syscall(SYS_open_by_handle_at, -1, nullptr, 0); }},
     {"name_to_handle_at", [] { return ::syscall(SYS_name_to_handle_at, -1, nullptr, nullptr, nullptr, 0); }},
     {"lookup_dcookie", [] { return ::syscall(SYS_lookup_dcookie, 0, nullptr, 0); }},
+    {"chroot", [] { return ::syscall(SYS_chroot, nullptr); }},
+    {"syslog", [] { return ::syscall(SYS_syslog, 2 /*READ*/, nullptr, -1); }},
 };
 
 // A clone(2) with namespace flags, made raw so glibc adds nothing. Should the filter let one
@@ -173,6 +177,62 @@ TEST_CASE("seccomp: clone3 answers ENOSYS, with or without namespace flags") {
     };
     p.denied("clone3(plain)", [&] { return clone3(&plain); }, ENOSYS);
     p.denied("clone3(CLONE_NEWUSER|CLONE_NEWNS)", [&] { return clone3(&ns); }, ENOSYS);
+  });
+  CHECK_MESSAGE(out.ok(), out.describe());
+}
+
+TEST_CASE("seccomp: with a listener, denied calls get the same errno and each attempt is reported") {
+  auto out = run_in_child([](Probe& p) {
+    int sv[2];
+    p.check("socketpair", ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+    pid_t c = ::fork();
+    if (c == 0) {  // the agent's side, as in contain.cpp: load, hand the listener over, then act
+      ::close(sv[0]);
+      int bad = 0;
+      try {
+        bulwark::Fd l = seccomp_apply({.notify = true});
+        send_fd(sv[1], l.get());
+      } catch (...) {
+        ::_exit(99);
+      }
+      errno = 0;
+      if (::syscall(SYS_ptrace, PTRACE_PEEKDATA, 0, 0, 0) != -1 || errno != EPERM) bad |= 1;
+      errno = 0;
+      if (::setuid(0) != -1 || errno != EPERM) bad |= 2;  // root here: only the filter refuses
+      CloneArgs ns{};
+      ns.flags = CLONE_NEWUSER;
+      ns.exit_signal = SIGCHLD;
+      errno = 0;
+      if (::syscall(SYS_clone3, &ns, sizeof ns) != -1 || errno != ENOSYS) bad |= 4;
+      std::thread t([] {});  // clone3 without namespace flags: answered ENOSYS, glibc falls back
+      t.join();
+      if (::setuid(65534) != 0) bad |= 8;  // to any uid but root: allowed
+      ::_exit(bad);
+    }
+    ::close(sv[1]);
+    SeccompListener listener(receive_fd(sv[0]));
+    std::string seen;
+    int reported = 0;
+    for (;;) {
+      pollfd f{listener.fd(), POLLIN, 0};
+      if (::poll(&f, 1, 100) > 0 && (f.revents & POLLIN)) {
+        if (auto d = listener.answer_one()) {
+          seen += d->to_string() + "\n";
+          ++reported;
+        }
+        continue;
+      }
+      int st = 0;
+      if (::waitpid(c, &st, WNOHANG) == c) {
+        p.check("the agent's calls got the listener's errnos (bits " + std::to_string(WEXITSTATUS(st)) + ")",
+                WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        break;
+      }
+    }
+    p.check("ptrace reported: " + seen, seen.find("seccomp ptrace by pid") != std::string::npos);
+    p.check("setuid(0) reported: " + seen, seen.find("seccomp setuid to root") != std::string::npos);
+    p.check("clone3 with CLONE_NEWUSER reported: " + seen, seen.find("seccomp clone3(flags 0x10000000)") != std::string::npos);
+    p.check("nothing else reported (thread creation is routine): " + seen, reported == 3);
   });
   CHECK_MESSAGE(out.ok(), out.describe());
 }

@@ -36,10 +36,15 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
       // supervisor (confinement issue), so only the supervisor ever sees this one.
       {"netns", {{"nsmode", "host"}}},
       // What the supervisor needs to build the agent's namespaces, veth and firewall; the agent
-      // itself drops every capability. unmask: a fresh /proc for the agent's PID namespace may
-      // only be mounted where /proc is not partly masked.
-      {"cap_add", {"SYS_ADMIN", "NET_ADMIN"}},
+      // itself drops every capability. AUDIT_READ: the supervisor reads its sandbox's Landlock
+      // denials from the kernel audit log. unmask: a fresh /proc for the agent's PID namespace
+      // may only be mounted where /proc is not partly masked.
+      {"cap_add", {"SYS_ADMIN", "NET_ADMIN", "AUDIT_READ"}},
       {"unmask", {"ALL"}},
+      // The agent gets the supervisor's own filter (docs/seccomp.md), whose denials go to a
+      // listener that logs them. Podman's profile would answer some of the same calls first
+      // (an ERRNO outranks a listener), silently and with other errnos.
+      {"seccomp_profile_path", "unconfined"},
       {"resource_limits", {{"pids", {{"limit", c.pids_limit}}}}},
       {"stdin", false},
       {"terminal", false},

@@ -5,6 +5,8 @@
 #include <filesystem>
 
 #include "services/driver-podman/driver.h"
+#include "shared/audit.h"
+#include "shared/log.h"
 #include "shared/util.h"
 
 namespace {
@@ -41,6 +43,10 @@ int main(int argc, char** argv) {
       throw bulwark::Error(bulwark::Code::kFailedPrecondition,
                            "no supervisor bundle at " + o.container.bundle_dir +
                                " (build the project, or set --supervisor-bundle to what scripts/bundle-supervisor wrote)");
+    // Landlock reports denials only through kernel audit, which a container cannot switch on
+    // (it needs the host's PID namespace): the driver does it for its sandboxes.
+    if (std::string why = bulwark::audit::ensure_enabled(); !why.empty())
+      spdlog::warn("kernel audit is off and could not be switched on ({}): sandboxes will not log Landlock denials", why);
     o.container.nats_url = container_nats_url.empty() ? svc.common().nats_url : container_nats_url;
     o.heartbeat = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_s * 1000));
     o.poll = std::chrono::milliseconds(static_cast<int64_t>(poll_s * 1000));

@@ -179,7 +179,8 @@ const std::map<std::string, Probe>& probes() {
   static const std::map<std::string, Probe> m = {
       // ---- filesystem (Landlock)
       {"write-outside", [](const auto&) { expect_errno(::open("/etc/bulwark-escape", O_CREAT | O_WRONLY, 0644), EACCES, "create /etc/bulwark-escape"); }},
-      {"write-read-only-file", [](const auto&) { expect_errno(::open("/etc/passwd", O_WRONLY | O_APPEND), EACCES, "open /etc/passwd for writing"); }},
+      // arg 0: a file the agent's uid owns in a read-only directory, so only Landlock refuses.
+      {"write-read-only-file", [](const auto& a) { expect_errno(::open(arg(a, 0).c_str(), O_WRONLY | O_APPEND), EACCES, "open " + arg(a, 0) + " for writing"); }},
       {"read-secret", [](const auto& a) { expect_errno(::open(arg(a, 0).c_str(), O_RDONLY), EACCES, "read " + arg(a, 0)); }},
       {"list-secret-dir", [](const auto& a) {
          std::string dir = arg(a, 0).substr(0, arg(a, 0).rfind('/'));
@@ -196,7 +197,7 @@ const std::map<std::string, Probe>& probes() {
          expect_errno(::link(arg(a, 0).c_str(), link.c_str()), EXDEV, "hardlink " + arg(a, 0) + " into " + arg(a, 1));
        }},
       {"dotdot-escape", [](const auto& a) { expect_errno(::open(arg(a, 0).c_str(), O_RDONLY), EACCES, "read " + arg(a, 0)); }},
-      {"truncate-read-only", [](const auto&) { expect_errno(::truncate("/etc/passwd", 0), EACCES, "truncate /etc/passwd"); }},
+      {"truncate-read-only", [](const auto& a) { expect_errno(::truncate(arg(a, 0).c_str(), 0), EACCES, "truncate " + arg(a, 0)); }},
       {"write-proc-sys", [](const auto&) {
          int fd = ::open("/proc/sys/kernel/hostname", O_WRONLY);
          if (fd >= 0) escaped("opened /proc/sys/kernel/hostname for writing");
