@@ -30,6 +30,12 @@ nlohmann::json GatewayClient::get(const std::string& path) { return check("GET "
 nlohmann::json GatewayClient::post(const std::string& path, const nlohmann::json& body) {
   return check("POST " + path, http_.Post(path, body.dump(), "application/json"));
 }
+nlohmann::json GatewayClient::put(const std::string& path, const nlohmann::json& body) {
+  return check("PUT " + path, http_.Put(path, body.dump(), "application/json"));
+}
+nlohmann::json GatewayClient::patch(const std::string& path, const nlohmann::json& body) {
+  return check("PATCH " + path, http_.Patch(path, body.dump(), "application/json"));
+}
 nlohmann::json GatewayClient::del(const std::string& path) { return check("DELETE " + path, http_.Delete(path)); }
 
 }  // namespace bulwark::cli

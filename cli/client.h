@@ -2,6 +2,7 @@
 // The CLI's view of the gateway's REST API: plain HTTP + JSON, as any CI system would use it.
 #include <httplib.h>
 
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -30,6 +31,10 @@ class GatewayClient {
   nlohmann::json get(const std::string& path);
   nlohmann::json post(const std::string& path, const nlohmann::json& body);
   nlohmann::json del(const std::string& path);
+  nlohmann::json put(const std::string& path, const nlohmann::json& body);
+  nlohmann::json patch(const std::string& path, const nlohmann::json& body);
+  // Waiting requests (policy --wait) may take longer than the default read timeout.
+  void set_read_timeout(std::chrono::seconds s) { http_.set_read_timeout(s); }
 
  private:
   nlohmann::json check(const std::string& what, const httplib::Result& r);

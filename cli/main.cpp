@@ -12,6 +12,7 @@
 
 #include "cli/client.h"
 #include "cli/format.h"
+#include "cli/policy_ops.h"
 #include "shared/policy.h"
 #include "shared/util.h"
 
@@ -103,7 +104,7 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global flags (-o, --gateway) may follow the subcommand
   Globals g;
   app.add_option("--gateway", g.gateway, "gateway URL")->envname("BULWARK_GATEWAY")->capture_default_str();
-  app.add_option("-o,--output", g.output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  app.add_option("-o,--output", g.output, "table, json, or yaml (policy get)")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
   app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found,\n"
              "4 gateway unreachable, 5 sandbox FAILED, 6 timed out. Example: bulwark sandbox create --name demo -- echo hi");
 
@@ -151,13 +152,49 @@ int main(int argc, char** argv) {
 
   auto* health = app.add_subcommand("health", "check that the gateway answers");
 
-  auto* policy = app.add_subcommand("policy", "check sandbox policy files");
+  auto* policy = app.add_subcommand("policy", "check policy files; read and change a running sandbox's policy");
   policy->require_subcommand(1);
   policy->fallthrough();
   std::string validate_file;
   auto* validate = policy->add_subcommand("validate", "check a policy file offline; every problem as FILE:LINE:COL: path: message");
   validate->add_option("file", validate_file, "policy file (OpenShell YAML, version 1)")->required();
   validate->footer("Exit codes: 0 valid, 1 invalid (problems on stderr), 2 unreadable. Example: bulwark policy validate policy.yaml");
+
+  // Changing a live sandbox's policy: every write is a new version; --wait returns once the
+  // sandbox's supervisor enforces it.
+  bool pwait = false, dry_run = false;
+  double pwait_s = 30;
+  std::string reason;
+  auto add_wait = [&](CLI::App* c) {
+    c->add_flag("--wait", pwait, "return once the sandbox enforces the new version");
+    c->add_option("--timeout", pwait_s, "seconds --wait waits")->check(CLI::Range(0.1, 600.0))->capture_default_str();
+    c->add_option("--reason", reason, "why, kept with the version");
+  };
+  auto* pset = policy->add_subcommand("set", "replace a sandbox's policy (network_policies change live; static sections may not)");
+  pset->add_option("name", ref, "sandbox name or id")->required();
+  pset->add_option("--policy", policy_file, "policy file (OpenShell YAML)")->required();
+  add_wait(pset);
+  pset->footer("Example: bulwark policy set demo --policy policy.yaml --wait");
+  auto* pupdate = policy->add_subcommand("update", "change a sandbox's network policy in place");
+  cli::UpdateFlags uf;
+  pupdate->add_option("name", ref, "sandbox name or id")->required();
+  pupdate->add_option("--add-endpoint", uf.add_endpoint, "host:port[:access] (access: read-only, read-write, full)");
+  pupdate->add_option("--add-allow", uf.add_allow, "host:port:METHOD:PATH allow rule on that endpoint");
+  pupdate->add_option("--add-deny", uf.add_deny, "host:port:METHOD:PATH deny rule on that endpoint");
+  pupdate->add_option("--remove-endpoint", uf.remove_endpoint, "host[:port]");
+  pupdate->add_option("--remove-allow", uf.remove_allow, "host:port:METHOD:PATH");
+  pupdate->add_option("--remove-deny", uf.remove_deny, "host:port:METHOD:PATH");
+  pupdate->add_option("--network-policy", uf.network_policy, "the network_policies key to change (default: the one holding host:port; for a new endpoint, one named after the host)");
+  pupdate->add_option("--binary", uf.binaries, "executable allowed to use a new endpoint (repeatable)");
+  pupdate->add_flag("--dry-run", dry_run, "print the resulting policy; store nothing");
+  add_wait(pupdate);
+  pupdate->footer("Example: bulwark policy update demo --add-endpoint api.github.com:443:read-only --binary /usr/bin/curl --wait");
+  auto* pget = policy->add_subcommand("get", "print a sandbox's policy (-o yaml: the YAML only)");
+  uint64_t rev = 0;
+  pget->add_option("name", ref, "sandbox name or id")->required();
+  pget->add_option("--rev", rev, "version (default: the latest)")->check(CLI::PositiveNumber);
+  auto* plist = policy->add_subcommand("list", "list the versions of a sandbox's policy");
+  plist->add_option("name", ref, "sandbox name or id")->required();
 
   try {
     app.parse(argc, argv);
@@ -214,6 +251,46 @@ int main(int argc, char** argv) {
       json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail));
       if (g.output == "json") std::cout << r.dump(2) << "\n";
       else print_logs(r);
+    } else if (*pset || *pupdate) {
+      json body;
+      if (*pset) body["yaml"] = read_policy_text(policy_file);
+      else body["operations"] = cli::update_operations(uf);
+      if (dry_run) body["dry_run"] = true;
+      if (pwait) {
+        body["wait_ms"] = static_cast<int64_t>(pwait_s * 1000);
+        gw.set_read_timeout(std::chrono::seconds(static_cast<int64_t>(pwait_s) + 30));
+      }
+      if (!reason.empty()) body["reason"] = reason;
+      json r = *pset ? gw.put(path_of(ref) + "/policy", body) : gw.patch(path_of(ref) + "/policy", body);
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else if (dry_run) std::cout << r.value("yaml", "");
+      else
+        std::cout << "sandbox " << ref << ": policy version " << r.value("version", "?")
+                  << (r.value("changed", false) ? " stored" : " unchanged")
+                  << (pwait && r.value("acknowledged", false) ? ", enforced" : "") << "\n";
+      if (pwait && !dry_run && !r.value("acknowledged", false)) {
+        std::string acked = r.value("acked_version", "0");
+        throw CliError{r.value("ack_error", "").empty() ? cli::kTimedOut : cli::kFailure,
+                       "the sandbox did not confirm version " + r.value("version", "?") +
+                           (r.value("ack_error", "").empty() ? " within " + std::to_string(static_cast<int>(pwait_s)) + " s"
+                                                             : ": " + r.value("ack_error", "")) +
+                           "; it enforces version " + (acked == "0" ? std::string("(unknown)") : acked)};
+      }
+    } else if (*pget) {
+      json r = gw.get(path_of(ref) + "/policy" + (rev ? "?version=" + std::to_string(rev) : ""));
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else std::cout << r.value("yaml", "");
+    } else if (*plist) {
+      json r = gw.get(path_of(ref) + "/policy/versions");
+      if (g.output == "json") {
+        std::cout << r.dump(2) << "\n";
+      } else {
+        std::vector<std::vector<std::string>> rows = {{"VERSION", "CREATED", "SHA256", "BYTES", "AUTHOR", "REASON"}};
+        for (const auto& v : r.value("versions", json::array()))
+          rows.push_back({v.value("version", ""), v.value("created_at_ms", ""), v.value("sha256", "").substr(0, 12),
+                          std::to_string(v.value("size_bytes", 0)), v.value("author", ""), v.value("reason", "")});
+        std::cout << cli::table(rows);
+      }
     } else if (*health) {
       json r = gw.get("/healthz");
       std::cout << (g.output == "json" ? r.dump(2) : "gateway " + g.gateway + ": " + r.value("status", "?")) << "\n";

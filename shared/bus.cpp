@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <thread>
 
 namespace bulwark {
@@ -47,14 +48,21 @@ void on_reconnected(natsConnection* nc, void*) {
 
 }  // namespace
 
-void check_nats(natsStatus s, const std::string& what) {
-  if (s == NATS_OK) return;
+namespace {
+// The Error check_nats throws, built without throwing: for callers that must read libnats' last
+// error before another call replaces it.
+Error nats_error(natsStatus s, const std::string& what) {
   Code code = Code::kInternal;
   if (s == NATS_NO_RESPONDERS || s == NATS_NO_SERVER || s == NATS_CONNECTION_CLOSED ||
       s == NATS_CONNECTION_DISCONNECTED || s == NATS_NOT_YET_CONNECTED)
     code = Code::kUnavailable;
   if (s == NATS_TIMEOUT) code = Code::kTimeout;
-  throw Error(code, what + ": " + last_error_detail(s));
+  return Error(code, what + ": " + last_error_detail(s));
+}
+}  // namespace
+
+void check_nats(natsStatus s, const std::string& what) {
+  if (s != NATS_OK) throw nats_error(s, what);
 }
 
 std::string_view Msg::subject() const { return natsMsg_GetSubject(m_.get()); }
@@ -269,6 +277,124 @@ Subscription Bus::js_durable_subscribe(const std::string& stream, const std::str
   check_nats(s, "subscribe to durable " + durable + " on " + stream + " (js error " + std::to_string(static_cast<int>(jerr)) + ")");
   natsSubscription_SetPendingLimits(sub, 65536, 256 * 1024 * 1024);
   return Subscription(NatsPtr<natsSubscription>(sub), std::move(handler));
+}
+
+namespace {
+KvEntry to_entry(kvEntry* raw) {
+  NatsPtr<kvEntry> e(raw);
+  KvEntry out;
+  out.key = kvEntry_Key(e.get());
+  out.value.assign(static_cast<const char*>(kvEntry_Value(e.get())), static_cast<size_t>(kvEntry_ValueLen(e.get())));
+  out.revision = kvEntry_Revision(e.get());
+  out.created_ms = kvEntry_Created(e.get()) / 1000000;
+  out.deleted = kvEntry_Operation(e.get()) != kvOp_Put;
+  return out;
+}
+int64_t ms_until(std::chrono::steady_clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  return std::max<int64_t>(1, left.count());  // libnats refuses a timeout of 0
+}
+}  // namespace
+
+std::optional<KvEntry> KvWatcher::next(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    kvEntry* e = nullptr;
+    natsStatus s = kvWatcher_Next(&e, w_.get(), ms_until(deadline));
+    if (s == NATS_TIMEOUT) return std::nullopt;
+    check_nats(s, what_);
+    if (e) return to_entry(e);
+    caught_up_ = true;  // libnats' "initial values done" marker: no entry, look again
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+  }
+}
+
+std::optional<KvEntry> KvBucket::get(const std::string& key) {
+  kvEntry* e = nullptr;
+  natsStatus s = kvStore_Get(&e, kv_.get(), key.c_str());
+  if (s == NATS_NOT_FOUND) return std::nullopt;  // never written, deleted or purged
+  check_nats(s, "read key " + key + " of KV bucket " + name_);
+  return to_entry(e);
+}
+
+std::optional<uint64_t> KvBucket::update(const std::string& key, std::string_view value, uint64_t last) {
+  uint64_t rev = 0;
+  const int len = static_cast<int>(value.size());
+  natsStatus s = last == 0 ? kvStore_Create(&rev, kv_.get(), key.c_str(), value.data(), len)
+                           : kvStore_Update(&rev, kv_.get(), key.c_str(), value.data(), len, last);
+  if (s == NATS_OK) return rev;
+  // libnats does not say "wrong last revision" apart from other failures: look at the key. If it
+  // moved on, that is the conflict (or our own write whose ack was lost); else the failure stands.
+  Error failed = nats_error(s, "write key " + key + " of KV bucket " + name_);
+  std::optional<KvEntry> now;
+  try {
+    now = get(key);
+  } catch (const Error&) {
+    throw failed;
+  }
+  if ((now ? now->revision : 0) != last) return std::nullopt;
+  throw failed;
+}
+
+uint64_t KvBucket::put(const std::string& key, std::string_view value) {
+  uint64_t rev = 0;
+  check_nats(kvStore_Put(&rev, kv_.get(), key.c_str(), value.data(), static_cast<int>(value.size())),
+             "write key " + key + " of KV bucket " + name_);
+  return rev;
+}
+
+std::vector<KvEntry> KvBucket::values(const std::string& pattern, std::chrono::milliseconds timeout) {
+  kvWatchOptions o;
+  kvWatchOptions_Init(&o);
+  o.IgnoreDeletes = true;
+  const std::string what = "read keys " + pattern + " of KV bucket " + name_;
+  kvWatcher* raw = nullptr;
+  check_nats(kvStore_Watch(&raw, kv_.get(), pattern.c_str(), &o), what);
+  NatsPtr<kvWatcher> w(raw);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<KvEntry> out;
+  for (;;) {
+    kvEntry* e = nullptr;
+    check_nats(kvWatcher_Next(&e, w.get(), ms_until(deadline)), what);
+    if (!e) break;  // every current value has been delivered
+    out.push_back(to_entry(e));
+  }
+  std::sort(out.begin(), out.end(), [](const KvEntry& a, const KvEntry& b) { return a.revision < b.revision; });
+  return out;
+}
+
+KvWatcher KvBucket::watch(const std::string& pattern) {
+  kvWatcher* raw = nullptr;
+  const std::string what = "watch keys " + pattern + " of KV bucket " + name_;
+  check_nats(kvStore_Watch(&raw, kv_.get(), pattern.c_str(), nullptr), what);
+  return KvWatcher(NatsPtr<kvWatcher>(raw), what);
+}
+
+KvBucket Bus::key_value(const KvOptions& o) {
+  if (o.history < 1 || o.history > 64)
+    throw Error(Code::kInvalidArgument, "KV bucket " + o.bucket + ": history must be 1..64 (a nats-server limit)");
+  kvStore* raw = nullptr;
+  natsStatus s = js_KeyValue(&raw, js(), o.bucket.c_str());
+  if (s == NATS_NOT_FOUND) {
+    kvConfig cfg;
+    kvConfig_Init(&cfg);
+    cfg.Bucket = o.bucket.c_str();
+    cfg.Description = o.description.c_str();
+    cfg.History = static_cast<uint8_t>(o.history);
+    cfg.MaxValueSize = o.max_value_bytes;
+    cfg.StorageType = js_FileStorage;
+    cfg.Replicas = o.replicas;
+    s = js_CreateKeyValue(&raw, js(), &cfg);
+    if (s != NATS_OK) {
+      // Another process may have created it in the meantime: bind to that one.
+      Error failed = nats_error(s, "create KV bucket " + o.bucket + " (is nats-server running with -js?)");
+      raw = nullptr;
+      if (js_KeyValue(&raw, js(), o.bucket.c_str()) != NATS_OK) throw failed;
+      s = NATS_OK;
+    }
+  }
+  check_nats(s, "open KV bucket " + o.bucket + " (is nats-server running with -js?)");
+  return KvBucket(NatsPtr<kvStore>(raw), o.bucket);
 }
 
 void Bus::flush(std::chrono::milliseconds timeout) {

@@ -24,6 +24,9 @@ struct NatsDeleter {
   void operator()(natsMsg* p) const { natsMsg_Destroy(p); }
   void operator()(natsOptions* p) const { natsOptions_Destroy(p); }
   void operator()(jsCtx* p) const { jsCtx_Destroy(p); }
+  void operator()(kvStore* p) const { kvStore_Destroy(p); }
+  void operator()(kvEntry* p) const { kvEntry_Destroy(p); }
+  void operator()(kvWatcher* p) const { kvWatcher_Destroy(p); }
 };
 template <class T>
 using NatsPtr = std::unique_ptr<T, NatsDeleter>;
@@ -64,6 +67,54 @@ class Subscription {
  private:
   std::unique_ptr<Handler> handler_;  // destroyed after sub_ (declared first)
   NatsPtr<natsSubscription> sub_;
+};
+
+// One value of a JetStream key-value bucket, copied out of libnats.
+struct KvEntry {
+  std::string key;
+  std::string value;
+  uint64_t revision = 0;   // the bucket stream's sequence number of this write
+  int64_t created_ms = 0;  // Unix epoch milliseconds
+  bool deleted = false;    // a delete or purge marker (only watchers see these)
+};
+
+// The values of the keys a pattern matches: first the current one of each, then every new write.
+// It survives reconnects (libnats recreates its ordered consumer). Stops when destroyed.
+class KvWatcher {
+ public:
+  explicit KvWatcher(NatsPtr<kvWatcher> w, std::string what) : w_(std::move(w)), what_(std::move(what)) {}
+  // The next entry, or nullopt when none came within timeout. Throws Error when the watch failed.
+  std::optional<KvEntry> next(std::chrono::milliseconds timeout);
+  // True once every value present when the watch started has been returned by next().
+  bool caught_up() const { return caught_up_; }
+
+ private:
+  NatsPtr<kvWatcher> w_;
+  std::string what_;
+  bool caught_up_ = false;
+};
+
+// A JetStream key-value bucket (RAII over kvStore; thread-safe like libnats). Made by
+// Bus::key_value; must not outlive its Bus.
+class KvBucket {
+ public:
+  KvBucket(NatsPtr<kvStore> kv, std::string name) : kv_(std::move(kv)), name_(std::move(name)) {}
+  const std::string& name() const { return name_; }
+  // The key's value; nullopt when it was never written or is deleted.
+  std::optional<KvEntry> get(const std::string& key);
+  // Writes value only if the key's last revision is still `last` (0: only if the key does not
+  // exist). Returns the new revision, or nullopt when the key moved on (someone else wrote it, or
+  // a write whose ack was lost did): read it again and decide.
+  std::optional<uint64_t> update(const std::string& key, std::string_view value, uint64_t last);
+  uint64_t put(const std::string& key, std::string_view value);
+  // The current value of every key matching pattern (`*` and `>` wildcards), in revision order.
+  std::vector<KvEntry> values(const std::string& pattern,
+                              std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+  KvWatcher watch(const std::string& pattern);
+
+ private:
+  NatsPtr<kvStore> kv_;
+  std::string name_;
 };
 
 class Bus {
@@ -133,6 +184,16 @@ class Bus {
   // the message; unacked messages are redelivered (also after a restart of the consumer).
   Subscription js_durable_subscribe(const std::string& stream, const std::string& durable,
                                     const std::string& filter, Handler h);
+
+  // A JetStream key-value bucket, created when missing (idempotent: replicas may race to create it).
+  struct KvOptions {
+    std::string bucket;
+    std::string description;
+    int history = 1;                   // values kept per key; nats-server allows at most 64
+    int32_t max_value_bytes = 1 << 20;
+    int replicas = 1;                  // > 1 only on a NATS cluster
+  };
+  KvBucket key_value(const KvOptions& o);
 
   void flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
   // Stops receiving, lets in-flight handlers finish, flushes, closes. Safe to call twice.

@@ -1170,4 +1170,17 @@ Policy load_policy_file(const std::string& path) {
   return parse_policy(text, path);
 }
 
+std::vector<std::string> changed_static_sections(const Policy& live, const Policy& next) {
+  auto paths = [](const std::vector<std::string>& v) { return std::set<std::string>(v.begin(), v.end()); };
+  std::vector<std::string> out;
+  const auto &a = live.filesystem, &b = next.filesystem;
+  if (live.has_filesystem != next.has_filesystem || a.include_workdir != b.include_workdir ||
+      paths(a.read_only) != paths(b.read_only) || paths(a.read_write) != paths(b.read_write))
+    out.push_back("filesystem_policy");
+  if (live.landlock != next.landlock) out.push_back("landlock");
+  if (live.process.run_as_user != next.process.run_as_user || live.process.run_as_group != next.process.run_as_group)
+    out.push_back("process");
+  return out;
+}
+
 }  // namespace bulwark::policy

@@ -128,6 +128,11 @@ class PolicyInvalid : public Error {
 // errors stop parsing, so they come alone). filename only labels the problems.
 Policy parse_policy(const std::string& yaml_text, const std::string& filename);
 
+// filesystem_policy, landlock, process: applied once, before the agent starts, so a live sandbox
+// keeps those it started with. Returns the sections of next that differ from live, compared by
+// meaning (path order, absent landlock = best_effort); empty when none.
+std::vector<std::string> changed_static_sections(const Policy& live, const Policy& next);
+
 // Reads path and parses it. An unreadable file is an Error (kInvalidArgument) naming the file
 // and the reason; a bad policy is PolicyInvalid.
 Policy load_policy_file(const std::string& path);

@@ -1,5 +1,6 @@
 #pragma once
 // Every NATS subject Bulwark uses, built in one place. docs/subjects.md is the catalogue.
+#include <cstdint>
 #include <string>
 
 namespace bulwark::subjects {
@@ -21,5 +22,21 @@ inline std::string sandbox_logs(const std::string& sandbox_id) {
   return "bulwark.sandbox." + sandbox_id + ".logs";
 }
 inline std::string health(const std::string& service) { return "bulwark." + service + ".health"; }
+
+// Policies (services/policy-service). Requests: bulwark.policy.<op>, op one of set, update, get,
+// list, validate, served by queue group `policy`. Acks have one token more, so the request
+// wildcard never matches them.
+inline constexpr const char* kPolicyQueue = "policy";
+inline constexpr const char* kPolicyRequests = "bulwark.policy.*";
+inline constexpr const char* kPolicyAcks = "bulwark.policy.ack.*";
+// JetStream KV buckets: the latest policy under key <sandbox_id> (supervisors watch it), and every
+// version under key <sandbox_id>.<version>.
+inline constexpr const char* kPolicyBucket = "policies";
+inline constexpr const char* kPolicyVersionsBucket = "policy_versions";
+inline std::string policy_op(const std::string& op) { return "bulwark.policy." + op; }
+inline std::string policy_ack(const std::string& sandbox_id) { return "bulwark.policy.ack." + sandbox_id; }
+inline std::string policy_version_key(const std::string& sandbox_id, uint64_t version) {
+  return sandbox_id + "." + std::to_string(version);
+}
 
 }  // namespace bulwark::subjects

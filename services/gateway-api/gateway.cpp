@@ -25,6 +25,33 @@ void BusControlPlane::delete_workload(const std::string& driver_id, const std::s
   }
 }
 
+template <class Reply>
+Reply BusControlPlane::policy_request(const std::string& op, const google::protobuf::Message& req,
+                                      std::chrono::milliseconds wait) {
+  try {
+    // A --wait request may take as long as it asked for, plus the service's own work.
+    return bus_.request<Reply>(subjects::policy_op(op), req, o_.driver_timeout + wait);
+  } catch (const NoResponders&) {
+    throw Error(Code::kUnavailable, "no policy-service is running: start bulwark-policy-service (scripts/up starts one)");
+  }
+}
+
+v1::PolicyWriteReply BusControlPlane::policy_set(const v1::PolicySetRequest& req) {
+  return policy_request<v1::PolicyWriteReply>("set", req, std::chrono::milliseconds(req.wait_ms()));
+}
+v1::PolicyWriteReply BusControlPlane::policy_update(const v1::PolicyUpdateRequest& req) {
+  return policy_request<v1::PolicyWriteReply>("update", req, std::chrono::milliseconds(req.wait_ms()));
+}
+v1::PolicyRecord BusControlPlane::policy_get(const v1::PolicyGetRequest& req) {
+  return policy_request<v1::PolicyRecord>("get", req, {});
+}
+v1::PolicyListReply BusControlPlane::policy_list(const v1::PolicyListRequest& req) {
+  return policy_request<v1::PolicyListReply>("list", req, {});
+}
+v1::PolicyValidateReply BusControlPlane::policy_validate(const v1::PolicyValidateRequest& req) {
+  return policy_request<v1::PolicyValidateReply>("validate", req, {});
+}
+
 Gateway::Gateway(Bus& bus, GatewayOptions o)
     : o_(std::move(o)), store_(o_.db_path), cp_(bus, o_), sandboxes_(store_, cp_, o_.defaults) {
   bus.ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, o_.stream_max_age);

@@ -32,8 +32,15 @@ class BusControlPlane : public ControlPlane {
   BusControlPlane(Bus& bus, const GatewayOptions& o) : bus_(bus), o_(o) {}
   v1::PlaceReply place(const v1::PlaceRequest& req) override;
   void delete_workload(const std::string& driver_id, const std::string& sandbox_id) override;
+  v1::PolicyWriteReply policy_set(const v1::PolicySetRequest& req) override;
+  v1::PolicyWriteReply policy_update(const v1::PolicyUpdateRequest& req) override;
+  v1::PolicyRecord policy_get(const v1::PolicyGetRequest& req) override;
+  v1::PolicyListReply policy_list(const v1::PolicyListRequest& req) override;
+  v1::PolicyValidateReply policy_validate(const v1::PolicyValidateRequest& req) override;
 
  private:
+  template <class Reply>
+  Reply policy_request(const std::string& op, const google::protobuf::Message& req, std::chrono::milliseconds wait);
   Bus& bus_;
   const GatewayOptions& o_;
 };

@@ -54,6 +54,13 @@ size_t count_param(const httplib::Request& req, const char* name, size_t dflt, s
   throw Error(Code::kInvalidArgument, std::string(name) + ": must be a positive integer, got '" + v + "'", name);
 }
 
+// A --wait longer than this is a mistake (a CI job would hang), not a wish.
+constexpr uint32_t kMaxWaitMs = 10 * 60 * 1000;
+void check_wait(uint32_t wait_ms) {
+  if (wait_ms > kMaxWaitMs)
+    throw Error(Code::kInvalidArgument, "wait_ms: at most " + std::to_string(kMaxWaitMs) + ", got " + std::to_string(wait_ms), "wait_ms");
+}
+
 void require_json(const httplib::Request& req) {
   auto ct = req.get_header_value("Content-Type");
   // curl -d sends form encoding by default; CI scripts rarely set the header, so take the body as
@@ -118,6 +125,44 @@ void install_routes(httplib::Server& srv, Sandboxes& sandboxes, HealthInfo healt
       for (auto& l : sandboxes.logs(req.matches[1], count_param(req, "tail", 1000, 100000)))
         *reply.add_lines() = std::move(l);
       send(res, 200, reply);
+    });
+  });
+
+  // Policies: relayed to policy-service, which versions them (docs/policy.md).
+  srv.Put(R"(/v1/sandboxes/([^/]+)/policy)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      require_json(req);
+      v1::PolicySetRequest body;
+      json_to_message(req.body.empty() ? "{}" : req.body, &body);
+      check_wait(body.wait_ms());
+      send(res, 200, sandboxes.policy_set(req.matches[1], std::move(body)));
+    });
+  });
+  srv.Patch(R"(/v1/sandboxes/([^/]+)/policy)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      require_json(req);
+      v1::PolicyUpdateRequest body;
+      json_to_message(req.body.empty() ? "{}" : req.body, &body);
+      check_wait(body.wait_ms());
+      send(res, 200, sandboxes.policy_update(req.matches[1], std::move(body)));
+    });
+  });
+  srv.Get(R"(/v1/sandboxes/([^/]+)/policy)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      uint64_t version = req.has_param("version") ? count_param(req, "version", 0, UINT32_MAX) : 0;
+      send(res, 200, sandboxes.policy_get(req.matches[1], version));
+    });
+  });
+  srv.Get(R"(/v1/sandboxes/([^/]+)/policy/versions)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] { send(res, 200, sandboxes.policy_list(req.matches[1])); });
+  });
+  srv.Post("/v1/policies/validate", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      require_json(req);
+      v1::PolicyValidateRequest body;
+      json_to_message(req.body.empty() ? "{}" : req.body, &body);
+      if (body.yaml().empty()) throw Error(Code::kInvalidArgument, "yaml: required (the policy YAML)", "yaml");
+      send(res, 200, sandboxes.policy_validate(std::move(body)));
     });
   });
 

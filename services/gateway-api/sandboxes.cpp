@@ -111,6 +111,16 @@ void Sandboxes::place(const std::string& id) {
   req.set_sandbox_id(id);
   *req.mutable_spec() = s->spec();
   try {
+    // Version 1 of the sandbox's policy, which its supervisor watches for changes. Stored before
+    // the workload exists, so the supervisor always finds it. Idempotent: a retried placement
+    // stores the same text again and policy-service answers "unchanged".
+    v1::PolicySetRequest pol;
+    pol.set_sandbox_id(id);
+    pol.set_yaml(s->spec().policy().empty() ? "version: 1\n" : s->spec().policy());
+    pol.set_filename("policy");
+    pol.set_author("gateway-api");
+    pol.set_reason("sandbox created");
+    cp_.policy_set(pol);
     auto reply = cp_.place(req);
     // The reply carries what the scheduler and driver also report on the bus; applying it here
     // makes READY independent of which path arrives first (reports are idempotent).
@@ -206,6 +216,36 @@ void Sandboxes::sweep() {
       work_.post([this, id] { destroy(id); });
     }
   }
+}
+
+v1::PolicyWriteReply Sandboxes::policy_set(const std::string& id_or_name, v1::PolicySetRequest req) {
+  req.set_sandbox_id(get(id_or_name).sandbox_id());
+  if (req.yaml().empty()) throw Error(Code::kInvalidArgument, "policy: required (the policy YAML)", "policy");
+  return cp_.policy_set(req);
+}
+
+v1::PolicyWriteReply Sandboxes::policy_update(const std::string& id_or_name, v1::PolicyUpdateRequest req) {
+  req.set_sandbox_id(get(id_or_name).sandbox_id());
+  if (req.operations().empty()) throw Error(Code::kInvalidArgument, "operations: at least one is required", "operations");
+  return cp_.policy_update(req);
+}
+
+v1::PolicyRecord Sandboxes::policy_get(const std::string& id_or_name, uint64_t version) {
+  v1::PolicyGetRequest req;
+  req.set_sandbox_id(get(id_or_name).sandbox_id());
+  req.set_version(version);
+  return cp_.policy_get(req);
+}
+
+v1::PolicyListReply Sandboxes::policy_list(const std::string& id_or_name) {
+  v1::PolicyListRequest req;
+  req.set_sandbox_id(get(id_or_name).sandbox_id());
+  return cp_.policy_list(req);
+}
+
+v1::PolicyValidateReply Sandboxes::policy_validate(v1::PolicyValidateRequest req) {
+  if (!req.sandbox_id().empty()) req.set_sandbox_id(get(req.sandbox_id()).sandbox_id());
+  return cp_.policy_validate(req);
 }
 
 }  // namespace bulwark::gateway

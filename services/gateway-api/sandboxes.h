@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bulwark/v1/driver.pb.h"
+#include "bulwark/v1/policy.pb.h"
 #include "bulwark/v1/sandbox.pb.h"
 #include "services/gateway-api/store.h"
 #include "shared/error.h"
@@ -26,6 +27,13 @@ class ControlPlane {
   virtual ~ControlPlane() = default;
   virtual v1::PlaceReply place(const v1::PlaceRequest& req) = 0;
   virtual void delete_workload(const std::string& driver_id, const std::string& sandbox_id) = 0;
+  // policy-service (services/policy-service/README.md): the gateway stores each sandbox's policy
+  // there as version 1 before placing it, and relays the REST policy operations.
+  virtual v1::PolicyWriteReply policy_set(const v1::PolicySetRequest& req) = 0;
+  virtual v1::PolicyWriteReply policy_update(const v1::PolicyUpdateRequest& req) = 0;
+  virtual v1::PolicyRecord policy_get(const v1::PolicyGetRequest& req) = 0;
+  virtual v1::PolicyListReply policy_list(const v1::PolicyListRequest& req) = 0;
+  virtual v1::PolicyValidateReply policy_validate(const v1::PolicyValidateRequest& req) = 0;
 };
 
 struct SandboxDefaults {
@@ -48,6 +56,13 @@ class Sandboxes {
   std::vector<v1::Sandbox> list(bool include_deleted);
   v1::Sandbox remove(const std::string& id_or_name);
   std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail);
+
+  // The sandbox's policy, by id or name (policy-service holds the versions).
+  v1::PolicyWriteReply policy_set(const std::string& id_or_name, v1::PolicySetRequest req);
+  v1::PolicyWriteReply policy_update(const std::string& id_or_name, v1::PolicyUpdateRequest req);
+  v1::PolicyRecord policy_get(const std::string& id_or_name, uint64_t version);
+  v1::PolicyListReply policy_list(const std::string& id_or_name);
+  v1::PolicyValidateReply policy_validate(v1::PolicyValidateRequest req);
 
   void on_report(const v1::StateReport& r);
   void on_log(const v1::LogLine& line, uint64_t stream_seq);

@@ -29,6 +29,16 @@ struct ScriptedControlPlane : ControlPlane {
     std::lock_guard l(mu);
     deleted.push_back(driver + "/" + id);
   }
+  std::vector<std::string> policies;  // "<sandbox_id>: <yaml>" stored before placement
+  v1::PolicyWriteReply policy_set(const v1::PolicySetRequest& req) override {
+    std::lock_guard l(mu);
+    policies.push_back(req.sandbox_id() + ": " + req.yaml());
+    return {};
+  }
+  v1::PolicyWriteReply policy_update(const v1::PolicyUpdateRequest&) override { return {}; }
+  v1::PolicyRecord policy_get(const v1::PolicyGetRequest&) override { return {}; }
+  v1::PolicyListReply policy_list(const v1::PolicyListRequest&) override { return {}; }
+  v1::PolicyValidateReply policy_validate(const v1::PolicyValidateRequest&) override { return {}; }
 };
 
 v1::SandboxSpec spec_named(const std::string& n) {
@@ -80,6 +90,11 @@ TEST_CASE("create places the sandbox; the supervisor's check-in makes it READY")
   CHECK(created);
   CHECK(s.phase() == v1::PENDING);
   REQUIRE(testing::wait_until([&] { return sb.get("one").phase() == v1::STARTING; }, 5s));
+  {
+    std::lock_guard l(cp.mu);  // version 1 of its policy was stored before placement
+    REQUIRE(cp.policies.size() == 1);
+    CHECK(cp.policies[0] == s.sandbox_id() + ": version: 1\n");
+  }
   v1::StateReport r;
   r.set_sandbox_id(s.sandbox_id());
   r.set_source(v1::SOURCE_SUPERVISOR);

@@ -59,6 +59,7 @@ Suite::Suite() : dir_("bulwark-suite") {
   gateway_url_ = "http://127.0.0.1:" + std::to_string(http_port_);
   driver_id_ = "podman-it-" + random_hex(4);
   start_gateway();
+  policy_service_ = spawn("policy-service", {bin("bulwark-policy-service"), "--nats-url", nats_.url()});
   start_scheduler();
   start_driver();
   wait_ready();
@@ -78,6 +79,15 @@ void Suite::wait_ready() {
     }
   }, std::chrono::seconds(10));
   if (!scheduler_up) throw Error(Code::kUnavailable, "scheduler did not start:\n" + logs_of("scheduler"));
+  bool policy_up = wait_until([&] {
+    try {
+      bus->request<v1::HealthReply>(subjects::health("policy-service"), v1::HealthRequest(), std::chrono::milliseconds(200));
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }, std::chrono::seconds(10));
+  if (!policy_up) throw Error(Code::kUnavailable, "policy-service did not start:\n" + logs_of("policy-service"));
   auto sub = bus->subscribe(subjects::kDriverHeartbeat, [&](Msg& m) {
     v1::DriverHeartbeat hb;
     if (hb.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())) && hb.driver_id() == driver_id_) ++beats;
@@ -89,6 +99,7 @@ void Suite::wait_ready() {
 Suite::~Suite() {
   driver_.stop();
   scheduler_.stop();
+  policy_service_.stop();
   gateway_.stop();
   // Leave nothing behind in podman, whatever the test did.
   try {
@@ -156,7 +167,8 @@ nlohmann::json Suite::wait_phase(const std::string& id, const std::set<std::stri
   if (!ok)
     throw Error(Code::kTimeout, "sandbox " + id + " did not reach the expected phase; last record:\n" + last.dump(2) +
                                     "\n--- gateway-api ---\n" + logs_of("gateway-api") + "\n--- scheduler ---\n" +
-                                    logs_of("scheduler") + "\n--- driver-podman ---\n" + logs_of("driver-podman"));
+                                    logs_of("scheduler") + "\n--- driver-podman ---\n" + logs_of("driver-podman") +
+                                    "\n--- policy-service ---\n" + logs_of("policy-service"));
   return last;
 }
 

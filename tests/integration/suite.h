@@ -53,7 +53,7 @@ class Suite {
   int http_port_;
   std::string gateway_url_;
   std::string driver_id_;
-  Process gateway_, scheduler_, driver_;
+  Process gateway_, scheduler_, driver_, policy_service_;
 };
 
 }  // namespace bulwark::testing
