@@ -42,4 +42,19 @@ std::pair<std::string, std::string> key_value(const std::string& flag, const std
   return {kv.substr(0, eq), kv.substr(eq + 1)};
 }
 
+std::string denial_table(const std::vector<nlohmann::json>& lines) {
+  std::vector<std::vector<std::string>> rows = {{"LAYER", "BINARY", "TARGET", "REQUEST", "RULE", "VERSION", "REASON"}};
+  for (const auto& l : lines) {
+    const auto d = l.value("denial", nlohmann::json::object());
+    std::string target = d.value("host", "");
+    if (d.value("port", 0) != 0) target += ":" + std::to_string(d.value("port", 0));
+    std::string request = d.value("method", "");
+    if (!d.value("path", "").empty()) request += (request.empty() ? "" : " ") + d.value("path", "");
+    std::string layer = d.value("layer", "?") + (d.value("audit", false) ? " (audit)" : "");
+    rows.push_back({layer, d.value("binary", ""), target, request, d.value("rule", ""),
+                    d.value("policy_version", "0") == "0" ? "" : d.value("policy_version", ""), d.value("reason", "")});
+  }
+  return table(rows);
+}
+
 }  // namespace bulwark::cli

@@ -10,6 +10,8 @@ namespace bulwark::cli {
 std::string table(const std::vector<std::vector<std::string>>& rows);
 // NAME, ID, PHASE, EXIT, DRIVER, REASON for each sandbox in the gateway's JSON.
 std::string sandbox_table(const std::vector<nlohmann::json>& sandboxes);
+// LAYER, BINARY, TARGET, REQUEST, RULE, VERSION, REASON for each denial log line.
+std::string denial_table(const std::vector<nlohmann::json>& lines);
 // Splits "K=V" into its halves; throws CliError(kUsage) naming the flag when there is no '='.
 std::pair<std::string, std::string> key_value(const std::string& flag, const std::string& kv);
 

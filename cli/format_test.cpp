@@ -22,3 +22,14 @@ TEST_CASE("KEY=VALUE flags") {
   CHECK_THROWS_AS(key_value("--env", "novalue"), CliError);
   CHECK_THROWS_AS(key_value("--env", "=x"), CliError);
 }
+
+TEST_CASE("denials print as a table with the rule and the policy version") {
+  auto line = nlohmann::json::parse(R"({"stream":"denial","line":"x","denial":{"layer":"proxy","binary":"/usr/bin/curl",
+    "host":"api.github.com","port":443,"method":"POST","path":"/repos/a/b","rule":"network_policies.github.endpoints[0]",
+    "policy_version":"3","reason":"read-only"}})");
+  auto t = bulwark::cli::denial_table({line});
+  CHECK(t.find("LAYER") == 0);
+  CHECK(t.find("api.github.com:443") != std::string::npos);
+  CHECK(t.find("POST /repos/a/b") != std::string::npos);
+  CHECK(t.find("network_policies.github.endpoints[0]  3") != std::string::npos);
+}

@@ -149,6 +149,8 @@ int main(int argc, char** argv) {
   int tail = 1000;
   logs->add_option("name", ref, "sandbox name or id")->required();
   logs->add_option("--tail", tail, "last N lines")->check(CLI::PositiveNumber)->capture_default_str();
+  bool denials_only = false;
+  logs->add_flag("--denials", denials_only, "only what the sandbox's policy refused (or allowed in audit mode), as a table");
 
   auto* health = app.add_subcommand("health", "check that the gateway answers");
 
@@ -167,7 +169,7 @@ int main(int argc, char** argv) {
   std::string reason;
   auto add_wait = [&](CLI::App* c) {
     c->add_flag("--wait", pwait, "return once the sandbox enforces the new version");
-    c->add_option("--timeout", pwait_s, "seconds --wait waits")->check(CLI::Range(0.1, 600.0))->capture_default_str();
+    c->add_option("--timeout", pwait_s, "seconds --wait waits")->check(CLI::Range(0.1, 300.0))->capture_default_str();
     c->add_option("--reason", reason, "why, kept with the version");
   };
   auto* pset = policy->add_subcommand("set", "replace a sandbox's policy (network_policies change live; static sections may not)");
@@ -248,8 +250,9 @@ int main(int argc, char** argv) {
       if (del_wait) s = wait_for(gw, s["sandbox_id"], 60, [](const std::string& p) { return p == "DELETED"; });
       print(g, s);
     } else if (*logs) {
-      json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail));
+      json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail) + (denials_only ? "&stream=denial" : ""));
       if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else if (denials_only) std::cout << cli::denial_table(r.value("lines", json::array()).get<std::vector<json>>());
       else print_logs(r);
     } else if (*pset || *pupdate) {
       json body;

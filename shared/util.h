@@ -17,4 +17,19 @@ bool is_subject_token(const std::string& s);
 // A DNS-label-like name: 1-63 chars of [a-z0-9-], starting and ending alphanumeric.
 bool is_dns_label(const std::string& s);
 
+// A fresh directory under the temp dir ($TMPDIR or /tmp), mode 0700, removed with everything in
+// it when destroyed. Throws Error with errno when it cannot be made.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "bulwark");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace bulwark

@@ -182,6 +182,7 @@ class EventOut {
     LandlockRules rules{fs.read_only, fs.read_write, o.policy.landlock == policy::LandlockCompatibility::kHardRequirement,
                         /*audit_denials=*/true};
     if (fs.include_workdir) rules.read_write.push_back(o.workdir);
+    rules.read_only.insert(rules.read_only.end(), o.extra_read_only.begin(), o.extra_read_only.end());
     landlock = landlock_prepare(rules);
   });
 

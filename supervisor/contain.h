@@ -40,6 +40,9 @@ struct ContainOptions {
   policy::Policy policy;
   uint64_t nproc_limit = 4096;
   std::string workdir = "/sandbox";
+  // Files the supervisor made for the agent (the trust bundle with the sandbox's CA), readable
+  // whatever the policy's filesystem rules say.
+  std::vector<std::string> extra_read_only;
 };
 
 struct ContainReport {

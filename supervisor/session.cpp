@@ -36,9 +36,21 @@ void Session::failed(const std::string& reason) { report(v1::REPORT_FAILED, 0, r
 
 void Session::log_line(const std::string& stream, const std::string& line) {
   v1::LogLine l;
-  l.set_sandbox_id(sandbox_id_);
   l.set_stream(stream);
   l.set_line(line);
+  publish_log(l);
+}
+
+void Session::denial(const v1::Denial& d, const std::string& line) {
+  v1::LogLine l;
+  l.set_stream("denial");
+  l.set_line(line);
+  *l.mutable_denial() = d;
+  publish_log(l);
+}
+
+void Session::publish_log(v1::LogLine& l) {
+  l.set_sandbox_id(sandbox_id_);
   *l.mutable_at() = now_timestamp();
   try {
     bus_->js_publish(subjects::sandbox_logs(sandbox_id_), l);

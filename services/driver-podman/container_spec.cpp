@@ -37,9 +37,11 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
       {"netns", {{"nsmode", "host"}}},
       // What the supervisor needs to build the agent's namespaces, veth and firewall; the agent
       // itself drops every capability. AUDIT_READ: the supervisor reads its sandbox's Landlock
-      // denials from the kernel audit log. unmask: a fresh /proc for the agent's PID namespace
-      // may only be mounted where /proc is not partly masked.
-      {"cap_add", {"SYS_ADMIN", "NET_ADMIN", "AUDIT_READ"}},
+      // denials from the kernel audit log. SYS_PTRACE: the egress proxy finds which program
+      // opened a connection in the agent's /proc (fd tables, exe), which another uid's process
+      // only shows with it. unmask: a fresh /proc for the agent's PID namespace may only be
+      // mounted where /proc is not partly masked.
+      {"cap_add", {"SYS_ADMIN", "NET_ADMIN", "AUDIT_READ", "SYS_PTRACE"}},
       {"unmask", {"ALL"}},
       // The agent gets the supervisor's own filter (docs/seccomp.md), whose denials go to a
       // listener that logs them. Podman's profile would answer some of the same calls first

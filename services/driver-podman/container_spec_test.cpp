@@ -28,7 +28,7 @@ TEST_CASE("the container runs the bundled supervisor with the agent command afte
   CHECK(j["labels"]["io.bulwark.label.team"] == "a");
   CHECK(j["mounts"][0]["source"] == "/opt/bundle");
   CHECK(j["mounts"][0]["options"] == nlohmann::json({"ro"}));
-  CHECK(j["cap_add"] == nlohmann::json({"SYS_ADMIN", "NET_ADMIN", "AUDIT_READ"}));
+  CHECK(j["cap_add"] == nlohmann::json({"SYS_ADMIN", "NET_ADMIN", "AUDIT_READ", "SYS_PTRACE"}));
   CHECK(j["seccomp_profile_path"] == "unconfined");
   CHECK(j["resource_limits"]["pids"]["limit"] == 4096);
   CHECK_FALSE(j["env"].contains("BULWARK_POLICY_YAML"));

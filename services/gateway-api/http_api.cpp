@@ -55,7 +55,7 @@ size_t count_param(const httplib::Request& req, const char* name, size_t dflt, s
 }
 
 // A --wait longer than this is a mistake (a CI job would hang), not a wish.
-constexpr uint32_t kMaxWaitMs = 10 * 60 * 1000;
+constexpr uint32_t kMaxWaitMs = 5 * 60 * 1000;  // policy-service's default --max-wait
 void check_wait(uint32_t wait_ms) {
   if (wait_ms > kMaxWaitMs)
     throw Error(Code::kInvalidArgument, "wait_ms: at most " + std::to_string(kMaxWaitMs) + ", got " + std::to_string(wait_ms), "wait_ms");
@@ -122,7 +122,10 @@ void install_routes(httplib::Server& srv, Sandboxes& sandboxes, HealthInfo healt
   srv.Get(R"(/v1/sandboxes/([^/]+)/logs)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
     guarded(res, [&] {
       v1::LogsReply reply;
-      for (auto& l : sandboxes.logs(req.matches[1], count_param(req, "tail", 1000, 100000)))
+      std::string stream = req.get_param_value("stream");
+      if (!stream.empty() && stream != "stdout" && stream != "stderr" && stream != "bulwark" && stream != "denial")
+        throw Error(Code::kInvalidArgument, "stream: must be stdout, stderr, bulwark or denial, got '" + stream + "'", "stream");
+      for (auto& l : sandboxes.logs(req.matches[1], count_param(req, "tail", 1000, 100000), stream))
         *reply.add_lines() = std::move(l);
       send(res, 200, reply);
     });

@@ -100,8 +100,8 @@ v1::Sandbox Sandboxes::remove(const std::string& ref) {
   return after.value_or(s);
 }
 
-std::vector<v1::LogLine> Sandboxes::logs(const std::string& ref, size_t tail) {
-  return store_.logs(get(ref).sandbox_id(), tail);
+std::vector<v1::LogLine> Sandboxes::logs(const std::string& ref, size_t tail, const std::string& stream) {
+  return store_.logs(get(ref).sandbox_id(), tail, stream);
 }
 
 void Sandboxes::place(const std::string& id) {
@@ -220,7 +220,7 @@ void Sandboxes::sweep() {
 
 v1::PolicyWriteReply Sandboxes::policy_set(const std::string& id_or_name, v1::PolicySetRequest req) {
   req.set_sandbox_id(get(id_or_name).sandbox_id());
-  if (req.yaml().empty()) throw Error(Code::kInvalidArgument, "policy: required (the policy YAML)", "policy");
+  if (req.yaml().empty()) throw Error(Code::kInvalidArgument, "yaml: required (the policy YAML)", "yaml");
   return cp_.policy_set(req);
 }
 

@@ -55,7 +55,7 @@ class Sandboxes {
   v1::Sandbox get(const std::string& id_or_name);  // Error(kNotFound) when unknown
   std::vector<v1::Sandbox> list(bool include_deleted);
   v1::Sandbox remove(const std::string& id_or_name);
-  std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail);
+  std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail, const std::string& stream = "");
 
   // The sandbox's policy, by id or name (policy-service holds the versions).
   v1::PolicyWriteReply policy_set(const std::string& id_or_name, v1::PolicySetRequest req);

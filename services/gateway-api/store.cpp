@@ -75,6 +75,13 @@ Store::Store(const std::string& path) : path_(path) {
            stream_seq INTEGER NOT NULL,
            record BLOB NOT NULL,
            PRIMARY KEY (sandbox_id, stream_seq)))");
+  // Added with denial events: a database from before gets the column (old lines read as "").
+  bool has_stream = false;
+  {
+    Stmt q(db_, "SELECT name FROM pragma_table_info('logs')");
+    while (q.step()) has_stream = has_stream || q.text(0) == "stream";
+  }
+  if (!has_stream) exec("ALTER TABLE logs ADD COLUMN stream TEXT NOT NULL DEFAULT ''");
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -171,16 +178,16 @@ std::optional<v1::Sandbox> Store::modify(const std::string& sandbox_id, const st
 
 void Store::append_log(const v1::LogLine& line, uint64_t stream_seq) {
   std::lock_guard lock(mu_);
-  Stmt q(db_, "INSERT OR IGNORE INTO logs(sandbox_id, stream_seq, record) VALUES (?, ?, ?)");
-  q.bind(1, line.sandbox_id()).bind(2, static_cast<int64_t>(stream_seq)).bind_blob(3, line.SerializeAsString());
+  Stmt q(db_, "INSERT OR IGNORE INTO logs(sandbox_id, stream_seq, record, stream) VALUES (?, ?, ?, ?)");
+  q.bind(1, line.sandbox_id()).bind(2, static_cast<int64_t>(stream_seq)).bind_blob(3, line.SerializeAsString()).bind(4, line.stream());
   q.step();
 }
 
-std::vector<v1::LogLine> Store::logs(const std::string& sandbox_id, size_t tail) {
+std::vector<v1::LogLine> Store::logs(const std::string& sandbox_id, size_t tail, const std::string& stream) {
   std::lock_guard lock(mu_);
-  Stmt q(db_, "SELECT record FROM (SELECT record, stream_seq FROM logs WHERE sandbox_id = ? "
+  Stmt q(db_, "SELECT record FROM (SELECT record, stream_seq FROM logs WHERE sandbox_id = ? AND (? = '' OR stream = ?) "
               "ORDER BY stream_seq DESC LIMIT ?) ORDER BY stream_seq");
-  q.bind(1, sandbox_id).bind(2, static_cast<int64_t>(tail));
+  q.bind(1, sandbox_id).bind(2, stream).bind(3, stream).bind(4, static_cast<int64_t>(tail));
   std::vector<v1::LogLine> out;
   while (q.step()) {
     v1::LogLine l;

@@ -34,7 +34,8 @@ class Store {
 
   // Logs are keyed by the bus's stream sequence, so a redelivered line is stored once.
   void append_log(const v1::LogLine& line, uint64_t stream_seq);
-  std::vector<v1::LogLine> logs(const std::string& sandbox_id, size_t tail);
+  // The last `tail` lines, of one stream ("stdout", "denial", ...) or of all when stream is "".
+  std::vector<v1::LogLine> logs(const std::string& sandbox_id, size_t tail, const std::string& stream = "");
 
  private:
   struct Stmt;

@@ -15,15 +15,6 @@
 
 namespace bulwark::testing {
 
-TempDir::TempDir(const std::string& prefix) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
-  if (!::mkdtemp(tmpl.data())) throw Error(Code::kInternal, errno_text("mkdtemp", errno));
-  path_ = tmpl;
-}
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
 
 int free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -7,20 +7,11 @@
 
 #include "shared/process.h"
 
+#include "shared/util.h"
+
 namespace bulwark::testing {
 
-class TempDir {
- public:
-  explicit TempDir(const std::string& prefix = "bulwark-test");
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using bulwark::TempDir;  // shared/util.h
 
 int free_port();
 // Polls pred every 20 ms until it holds or timeout passes. Returns whether it held.
