@@ -5,6 +5,7 @@
 // See README.md.
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <mutex>
+#include <filesystem>
 #include <thread>
 
 #include "shared/audit.h"
@@ -23,7 +25,8 @@
 #include "shared/util.h"
 #include "supervisor/agent.h"
 #include "supervisor/contain.h"
-#include "supervisor/egress.h"
+#include "supervisor/policy_follower.h"
+#include "supervisor/proxy/sandbox_ca.h"
 #include "supervisor/firewall.h"
 #include "supervisor/landlock_audit.h"
 #include "supervisor/proxy/egress_proxy.h"
@@ -75,6 +78,20 @@ void notice(Session* session, const std::string& text) {
   if (session) session->log_line("bulwark", text);
 }
 
+// A denial: logged here, and published as a structured event (stream "denial" of the sandbox's
+// log) for `bulwark sandbox logs --denials`.
+void deny(Session* session, const bulwark::v1::Denial& d, const std::string& text) {
+  spdlog::warn("{}", text);
+  if (session) session->denial(d, text);
+}
+
+bulwark::v1::Denial denial_of(const std::string& layer, const std::string& reason) {
+  bulwark::v1::Denial d;
+  d.set_layer(layer);
+  d.set_reason(reason);
+  return d;
+}
+
 std::thread relay(bulwark::Fd fd, FILE* echo, const char* stream, Session* session, std::atomic<int>& open_relays,
                   std::mutex& mu, std::condition_variable& done) {
   return std::thread([fd = std::move(fd), echo, stream, session, &open_relays, &mu, &done]() mutable {
@@ -101,11 +118,12 @@ int main(int argc, char** argv) {
   bulwark::Flags flags("bulwark-supervisor", "runs one sandbox's agent command confined by a policy");
   bulwark::CommonOptions common;
   bulwark::add_common_options(flags, common);
-  std::string sandbox_id, policy_file;
+  std::string sandbox_id, policy_file, upstream_ca;
   std::string standalone = "false";
   std::vector<std::string> command;
   flags.text("sandbox-id", &sandbox_id, "this sandbox's id")
       .text("policy", &policy_file, "policy file (OpenShell format); default: BULWARK_POLICY_YAML, else the default policy")
+      .text("upstream-ca", &upstream_ca, "PEM file of CAs trusted for upstream TLS servers besides the system roots")
       .choice("standalone", &standalone, "confine directly on this host, with no gateway or NATS", {"true", "false"})
       .rest("command", &command, "the agent command, after --", true);
   // `--standalone` alone reads as `--standalone=true` (Flags takes values only).
@@ -129,8 +147,10 @@ int main(int argc, char** argv) {
   }
 
   bulwark::policy::Policy policy;
+  std::shared_ptr<const bulwark::policy::CompiledPolicy> compiled;
   try {
     policy = load_policy(policy_file);
+    compiled = bulwark::policy::CompiledPolicy::compile(policy);
   } catch (const bulwark::Error& e) {
     std::cerr << e.what() << "\n";
     return kExitBadPolicy;
@@ -141,11 +161,39 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
 
+  // The sandbox's own CA, for inspecting TLS to `protocol: rest` endpoints; the agent trusts it
+  // through a bundle (the image's roots plus this CA) that its TLS stacks are pointed at.
+  std::shared_ptr<bulwark::proxy::SandboxCa> ca;
+  std::unique_ptr<bulwark::TempDir> ca_dir;
+  std::vector<std::string> agent_env = bulwark::supervisor::agent_environment(environ);
+  std::vector<std::string> extra_read_only;
+  try {
+    ca = std::make_shared<bulwark::proxy::SandboxCa>(bulwark::proxy::SandboxCa::generate(sandbox_id));
+    ca_dir = std::make_unique<bulwark::TempDir>("bulwark-ca");
+    ::chmod(ca_dir->path().c_str(), 0755);  // the agent's uid reads the bundle inside
+    std::string bundle = ca->write_trust_bundle(ca_dir->path(), bulwark::proxy::find_system_bundle());
+    for (const auto& [k, v] : bulwark::proxy::trust_env(bundle)) {
+      std::erase_if(agent_env, [&](const std::string& e) { return e.rfind(k + "=", 0) == 0; });
+      agent_env.push_back(k + "=" + v);
+    }
+    extra_read_only.push_back(bundle);
+  } catch (const std::exception& e) {
+    ca.reset();  // inspected endpoints are then refused, not passed unchecked
+    spdlog::warn("sandbox {}: no TLS inspection ({}): CONNECTs to protocol: rest endpoints will be denied", sandbox_id, e.what());
+  }
+  if (upstream_ca.empty()) {
+    // The host's roots shipped in the supervisor bundle (scripts/bundle-supervisor), for images without any.
+    std::error_code ec;
+    auto roots = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path().parent_path() / "ca-certificates.crt";
+    if (!ec && std::filesystem::exists(roots, ec)) upstream_ca = roots.string();
+  }
+
   // Step 1 of contain.h must run before any thread exists: clone the agent's init now.
   std::unique_ptr<bulwark::supervisor::AgentLauncher> launcher;
   try {
-    launcher = std::make_unique<bulwark::supervisor::AgentLauncher>(bulwark::supervisor::ContainOptions{
-        sandbox_id, command, bulwark::supervisor::agent_environment(environ), policy});
+    bulwark::supervisor::ContainOptions co{sandbox_id, command, agent_env, policy};
+    co.extra_read_only = extra_read_only;
+    launcher = std::make_unique<bulwark::supervisor::AgentLauncher>(std::move(co));
     launcher->setup_network();
   } catch (const std::exception& e) {
     spdlog::critical("sandbox {}: cannot build the agent's namespaces: {}", sandbox_id, e.what());
@@ -172,22 +220,28 @@ int main(int argc, char** argv) {
     bulwark::proxy::EgressProxy::Options po;
     po.listen_address = bulwark::supervisor::ip_to_string(launcher->veth().host_addr);
     po.listen_port = bulwark::supervisor::kProxyPort;
+    po.agent_init_pid = launcher->pid();
+    po.ca = ca;
+    po.upstream_ca_file = upstream_ca;
     proxy = std::make_unique<bulwark::proxy::EgressProxy>(
-        po,
-        [&policy](const bulwark::proxy::Request& r) {
-          auto d = bulwark::supervisor::decide_l4(policy, r.host, r.port);
-          bulwark::proxy::Decision out;
-          out.allow = d.allow;
-          out.rule = d.rule;
-          out.reason = d.reason;
-          out.allowed_ips = d.allowed_ips;
-          out.allow_private = d.allow && d.exact_host;  // the schema's rule for private addresses
-          return out;
-        },
-        [s = session.get()](const bulwark::proxy::Request& r, const bulwark::proxy::Decision& d) {
-          if (!d.allow)
-            notice(s, "denied: proxy " + r.method + " " + r.host + ":" + std::to_string(r.port) + " (" +
-                          (d.rule.empty() ? d.reason : d.rule + ": " + d.reason) + ")");
+        po, compiled, 0, [s = session.get()](const bulwark::proxy::Event& e) {
+          if (e.allowed && !e.audit) return;
+          bulwark::v1::Denial d;
+          d.set_layer("proxy");
+          d.set_audit(e.audit);
+          d.set_binary(e.binary);
+          d.set_host(e.host);
+          d.set_port(e.port);
+          d.set_method(e.method);
+          d.set_path(e.path);
+          d.set_rule(e.rule);
+          d.set_policy_version(e.policy_version);
+          d.set_reason(e.reason);
+          std::string what = e.method + " " + e.host + ":" + std::to_string(e.port) + e.path;
+          deny(s, d,
+               std::string(e.audit ? "audit: proxy allowed " : "denied: proxy ") + what + " by " +
+                   (e.binary.empty() ? "(unidentified)" : e.binary) + " (" + e.rule + ", policy version " +
+                   std::to_string(e.policy_version) + ": " + e.reason + ")");
         });
     proxy->run_in_thread();
     // Landlock reports denials only to the kernel audit log; read our sandbox's share of it.
@@ -201,15 +255,21 @@ int main(int argc, char** argv) {
     if (audit_problem.empty()) {
       try {
         landlock_log = std::make_unique<bulwark::supervisor::LandlockAuditLog>(
-            launcher->audit_tag(), [s = session.get()](const std::string& line) { notice(s, "denied: " + line); });
+            launcher->audit_tag(), [s = session.get()](const std::string& line) {
+              // "landlock fs.write_file path=..." -> layer landlock, the rest as the reason
+              deny(s, denial_of("landlock", line.substr(line.find(' ') + 1)), "denied: " + line);
+            });
       } catch (const std::exception& e) {
         audit_problem = e.what();
       }
     }
     denials = std::make_unique<bulwark::supervisor::DenialLog>(
         launcher->pid(), [s = session.get()](const bulwark::supervisor::Denial& d) {
-          notice(s, "denied: direct " + d.protocol + " to " + d.destination + (d.port ? ":" + std::to_string(d.port) : "") +
-                        " (only the egress proxy is reachable)");
+          auto ev = denial_of("network", "only the egress proxy is reachable; " + d.protocol + " to it is refused");
+          ev.set_host(d.destination);
+          ev.set_port(d.port);
+          deny(s, ev, "denied: direct " + d.protocol + " to " + d.destination + (d.port ? ":" + std::to_string(d.port) : "") +
+                          " (only the egress proxy is reachable)");
         });
     // Not dumpable from here on: the agent cannot read our memory or /proc/<pid>/environ (where
     // credentials meant for the agent pass through). Not earlier: opening the agent's namespace
@@ -239,6 +299,16 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Hot reload: new versions of the policy go to the proxy as they are stored.
+  std::unique_ptr<bulwark::supervisor::PolicyFollower> follower;
+  if (session) {
+    follower = std::make_unique<bulwark::supervisor::PolicyFollower>(
+        session->bus(), sandbox_id, policy,
+        [p = proxy.get()](std::shared_ptr<const bulwark::policy::CompiledPolicy> c, uint64_t version) {
+          p->set_policy(std::move(c), version);
+        });
+  }
+
   std::mutex mu;
   std::condition_variable done;
   std::atomic<int> open_relays{2};
@@ -246,7 +316,11 @@ int main(int argc, char** argv) {
   auto err = relay(launcher->take_stderr(), stderr, "stderr", session.get(), open_relays, mu, done);
   // The system calls init's seccomp listener refused.
   std::thread events([fd = launcher->take_events(), s = session.get()] {
-    bulwark::supervisor::relay_lines(fd.get(), 4096, [&](const std::string& line) { notice(s, line); });
+    bulwark::supervisor::relay_lines(fd.get(), 4096, [&](const std::string& line) {
+      const std::string prefix = "denied: seccomp ";
+      if (line.rfind(prefix, 0) == 0) deny(s, denial_of("seccomp", line.substr(prefix.size())), line);
+      else notice(s, line);
+    });
   });
 
   int code = supervise(launcher->pid());
@@ -259,6 +333,7 @@ int main(int argc, char** argv) {
   out.join();
   err.join();
   events.join();  // init is gone, so its end of the pipe is closed
+  follower.reset();
   denials.reset();
   landlock_log.reset();
   proxy->stop();

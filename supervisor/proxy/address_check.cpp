@@ -97,10 +97,11 @@ std::optional<AddressBlock> address_block(const asio::ip::address& a, bool allow
     if (cidr_contains(c, a)) return std::nullopt;
   if (const char* kind = blocked_kind(a))
     return AddressBlock{"bulwark:always-blocked", a.to_string() + " is " + kind +
-                                                  ", which is always blocked unless the policy lists it in allowed_ips"};
+                                                  ", which is always blocked unless a rule names this address as its host"};
   if (!allow_private && is_private(a))
     return AddressBlock{"bulwark:private-address",
-                        a.to_string() + " is a private address and the policy does not set allow_private"};
+                        a.to_string() + " is a private address, reachable only through a rule that names this host "
+                                        "exactly or lists the address in allowed_ips"};
   return std::nullopt;
 }
 

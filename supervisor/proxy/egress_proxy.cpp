@@ -1,17 +1,26 @@
 #include "supervisor/proxy/egress_proxy.h"
 
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <atomic>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <unordered_map>
 
 #include "shared/error.h"
+#include "shared/policy_engine.h"
 #include "supervisor/proxy/address_check.h"
+#include "supervisor/proxy/http_body.h"
 #include "supervisor/proxy/http_head.h"
+#include "supervisor/proxy/sandbox_ca.h"
 
 namespace bulwark::proxy {
 namespace {
@@ -27,6 +36,7 @@ constexpr size_t kRelayChunk = 16 * 1024;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerBytes = 256 * 1024;
 constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
+constexpr char kDefaultDeny[] = "bulwark:default-deny";
 
 const char* status_text(int status) {
   switch (status) {
@@ -40,51 +50,140 @@ const char* status_text(int status) {
   }
 }
 
-std::string plain_response(int status, const std::string& body) {
-  return "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
-         "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
-         "\r\nConnection: close\r\n\r\n" + body;
+std::string response(int status, const std::string& content_type, const std::string& body) {
+  return "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) + "\r\nContent-Type: " + content_type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
 }
 
-std::string deny_body(const std::string& target, const Decision& d) {
-  std::string body = "bulwark: connection to " + target + " denied by policy";
-  if (!d.rule.empty()) body += " rule \"" + d.rule + "\"";
-  if (!d.reason.empty()) body += " (" + d.reason + ")";
-  return body + "\n";
+std::string plain_response(int status, const std::string& body) {
+  return response(status, "text/plain; charset=utf-8", body);
+}
+
+// The 403 the agent gets: machine-readable, and saying which policy (rule and version) denied.
+std::string denied_response(const std::string& what, const std::string& rule, const std::string& reason,
+                            uint64_t version) {
+  std::string message = "bulwark: " + what + " denied by network policy version " + std::to_string(version);
+  if (!reason.empty()) message += ": " + reason;
+  nlohmann::json body = {
+      {"error", {{"code", "policy_denied"}, {"message", message}, {"rule", rule}, {"policy_version", version}}}};
+  // replace: a reason can quote client bytes; the body must stay valid JSON whatever they were.
+  return response(403, "application/json",
+                  body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 long long millis(std::chrono::milliseconds d) { return static_cast<long long>(d.count()); }
+
+bool is_eof(const asio::error_code& ec) {
+  // A TLS peer that closes without close_notify: for HTTP framed by length or chunks that is an
+  // ordinary end; a body framed by the close itself is then possibly truncated, as with plain TCP.
+  return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+}
+
+// A client socket whose first bytes were already read (behind the CONNECT head, or while
+// looking for a TLS ClientHello): they are handed out before the socket is read again. The next
+// layer of the TLS stream that terminates an inspected tunnel.
+class PrefixedSocket {
+ public:
+  using executor_type = tcp::socket::executor_type;
+  using lowest_layer_type = tcp::socket::lowest_layer_type;
+
+  PrefixedSocket(tcp::socket& s, std::string prefix) : s_(&s), prefix_(std::move(prefix)) {}
+  executor_type get_executor() { return s_->get_executor(); }
+  lowest_layer_type& lowest_layer() { return s_->lowest_layer(); }
+  const lowest_layer_type& lowest_layer() const { return s_->lowest_layer(); }
+
+  template <class Buffers, class Handler>
+  void async_read_some(const Buffers& buffers, Handler&& handler) {
+    if (prefix_.empty()) {
+      s_->async_read_some(buffers, std::forward<Handler>(handler));
+      return;
+    }
+    size_t n = asio::buffer_copy(buffers, asio::buffer(prefix_));
+    prefix_.erase(0, n);
+    asio::post(s_->get_executor(), [h = std::forward<Handler>(handler), n]() mutable { h(asio::error_code(), n); });
+  }
+
+  template <class Buffers, class Handler>
+  void async_write_some(const Buffers& buffers, Handler&& handler) {
+    s_->async_write_some(buffers, std::forward<Handler>(handler));
+  }
+
+ private:
+  tcp::socket* s_;
+  std::string prefix_;
+};
+
+using ClientTls = asio::ssl::stream<PrefixedSocket>;
+using UpstreamTls = asio::ssl::stream<tcp::socket&>;
+
+// One side of an HTTP exchange, plain or TLS, behind one interface.
+using IoHandler = std::function<void(asio::error_code, size_t)>;
+class ByteStream {
+ public:
+  virtual ~ByteStream() = default;
+  virtual void read_some(asio::mutable_buffer b, IoHandler h) = 0;
+  virtual void write_all(asio::const_buffer b, IoHandler h) = 0;
+};
+
+template <class S>
+class StreamOf final : public ByteStream {
+ public:
+  explicit StreamOf(S& s) : s_(s) {}
+  void read_some(asio::mutable_buffer b, IoHandler h) override { s_.async_read_some(b, std::move(h)); }
+  void write_all(asio::const_buffer b, IoHandler h) override { asio::async_write(s_, b, std::move(h)); }
+
+ private:
+  S& s_;
+};
+
+struct Snapshot {
+  std::shared_ptr<const policy::CompiledPolicy> policy;
+  uint64_t version = 0;
+  uint64_t generation = 0;  // bumped by every set_policy, whatever version the caller gave
+};
 
 }  // namespace
 
 class Connection;
 
 struct EgressProxy::Impl {
-  Impl(Options o, DecideFn d, OnDecisionFn r);
+  Impl(Options o, std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version, EventFn e);
   void accept();
   void shutdown();
+  std::shared_ptr<const Snapshot> current() const {
+    std::lock_guard lock(policy_mu);
+    return snapshot;
+  }
 
   // First member, so it is destroyed last: destroying it destroys pending handlers, and with them
   // the connections and sockets they own.
   asio::io_context io{1};
   Options opts;
-  DecideFn decide;
-  OnDecisionFn on_decision;
+  EventFn on_event;
+  std::unique_ptr<BinaryIdentifier> identifier;  // when opts.identify is not given
+  IdentifyFn identify;
+  std::shared_ptr<SSL_CTX> upstream_tls;  // verifying client context, when TLS is inspected
+  mutable std::mutex policy_mu;
+  std::shared_ptr<const Snapshot> snapshot;  // guarded by policy_mu
+  std::atomic<uint64_t> generation{0};
   tcp::acceptor acceptor{io};
   tcp::endpoint listen_endpoint;  // the bound address and port
   asio::steady_timer accept_retry{io};
   // Open connections, touched only on the event-loop thread. Weak: a connection lives as long as
-  // its pending operations; this map is only for closing them all on stop().
+  // its pending operations; this map is for closing them all on stop() and policy sweeps.
   std::unordered_map<Connection*, std::weak_ptr<Connection>> conns;
   std::atomic<size_t> active{0};
   uint16_t port = 0;
-  std::thread thread;
   std::atomic<bool> stopped{false};
+  std::thread thread;
+  // Declared after everything its tasks touch, so it is joined (by its destructor) before they go.
+  asio::thread_pool workers;
 };
 
-// One client connection: read the request head, decide, resolve, check the addresses, connect,
-// then relay both ways. Every step is an asynchronous operation on the one event loop; a pending
-// operation's handler holds the connection alive.
+// One client connection: read the request head while identifying the caller, decide, resolve,
+// check the addresses, connect; then either relay bytes blindly (a tunnel the policy does not
+// inspect) or take part in HTTP, request by request. Every step is an asynchronous operation on
+// the one event loop; a pending operation's handler holds the connection alive.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(EgressProxy::Impl& proxy, tcp::socket client)
@@ -93,23 +192,34 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void start(bool over_limit) {
     p_.conns[this] = weak_from_this();
     ++p_.active;
-    asio::error_code ec;
-    auto peer = client_.remote_endpoint(ec);
-    if (ec) {
-      spdlog::debug("egress proxy: client left before it could be served: {}", ec.message());
+    asio::error_code ec, ec2;
+    peer_ = client_.remote_endpoint(ec);
+    local_ = client_.local_endpoint(ec2);
+    if (ec || ec2) {
+      spdlog::debug("egress proxy: client left before it could be served: {}", (ec ? ec : ec2).message());
       close();
       return;
     }
-    req_.client_addr = peer.address().to_string();
-    req_.client_port = peer.port();
+    client_addr_ = peer_.address().to_string();
     if (over_limit) {
-      spdlog::warn("egress proxy: refusing {}:{}: {} connections open, the limit", req_.client_addr,
-                   req_.client_port, p_.opts.max_connections);
-      respond(503, "bulwark: the egress proxy is at its limit of " + std::to_string(p_.opts.max_connections) +
-                       " connections; retry later\n");
+      spdlog::warn("egress proxy: refusing {}:{}: {} connections open, the limit", client_addr_, peer_.port(),
+                   p_.opts.max_connections);
+      respond(plain_response(503, "bulwark: the egress proxy is at its limit of " +
+                                      std::to_string(p_.opts.max_connections) + " connections; retry later\n"));
       return;
     }
     arm(Clock::now() + p_.opts.header_timeout);
+    // Who the caller is does not depend on what it asks: find out while its head arrives.
+    asio::post(p_.workers, [self = shared_from_this()]() mutable {
+      Caller c;
+      try {
+        c = self->p_.identify(self->peer_, self->local_);
+      } catch (const std::exception& e) {
+        c.error = e.what();
+      }
+      auto& io = self->p_.io;
+      asio::post(io, [self = std::move(self), c = std::move(c)]() mutable { self->on_identified(std::move(c)); });
+    });
     read_head();
   }
 
@@ -125,19 +235,30 @@ class Connection : public std::enable_shared_from_this<Connection> {
     p_.conns.erase(this);
     --p_.active;
     if (!target_.empty())
-      spdlog::debug("egress {} {} from {}:{} closed: {} bytes up, {} bytes down", req_.method, target_,
-                    req_.client_addr, req_.client_port, up_.bytes, down_.bytes);
+      spdlog::debug("egress {} {} from {}:{} closed: {} bytes up, {} bytes down", head_.method, target_, client_addr_,
+                    peer_.port(), up_.bytes, down_.bytes);
+  }
+
+  // A new policy was set: a blind tunnel is judged again now (nothing else would ever look at
+  // it); inspected connections judge their next request with the new policy anyway.
+  void on_policy_changed() {
+    if (phase_ != Phase::kTunnel) return;
+    std::string rule, reason;
+    if (refresh(&rule, &reason)) return;
+    emit(false, false, "CONNECT", "", rule, "policy version " + std::to_string(version_) +
+                                                " no longer allows this open tunnel: " + reason);
+    close();
   }
 
  private:
-  enum class Phase { kHead, kConnect, kRelay, kLinger, kClosed };
+  enum class Phase { kHead, kIdentify, kConnect, kTunnel, kSniff, kTls, kHttp, kLinger, kClosed };
 
-  // One direction of the relay.
+  // One direction of a blind tunnel.
   struct Pipe {
     tcp::socket* from = nullptr;
     tcp::socket* to = nullptr;
     std::vector<char> buf;
-    std::string pending;  // written before the first read: the 200, a rewritten head, early bytes
+    std::string pending;  // written before the first read: the 200, early bytes
     bool eof = false;
     uint64_t bytes = 0;
   };
@@ -152,23 +273,36 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_timer() {
     switch (phase_) {
       case Phase::kHead:
-        spdlog::debug("egress proxy: {}:{} sent no complete request head within {} ms; closing", req_.client_addr,
-                      req_.client_port, millis(p_.opts.header_timeout));
+        spdlog::debug("egress proxy: {}:{} sent no complete request head within {} ms; closing", client_addr_,
+                      peer_.port(), millis(p_.opts.header_timeout));
         close();
         return;
-      case Phase::kConnect:
-        report(decision_);
-        respond(504, "bulwark: connecting to " + target_ + " timed out after " +
-                         std::to_string(millis(p_.opts.connect_timeout)) + " ms\n");
+      case Phase::kIdentify:
+        caller_.error = "identifying the calling program took longer than " +
+                        std::to_string(millis(p_.opts.header_timeout)) + " ms";
+        identified_ = true;
+        decide();
         return;
-      case Phase::kRelay: {
+      case Phase::kConnect:
+        emit_connect();
+        respond(plain_response(504, "bulwark: connecting to " + target_ + " timed out after " +
+                                        std::to_string(millis(p_.opts.connect_timeout)) + " ms\n"));
+        return;
+      case Phase::kSniff:
+      case Phase::kTls:
+        spdlog::info("egress CONNECT {} from {}:{}: no TLS handshake completed within {} ms; closing", target_,
+                     client_addr_, peer_.port(), millis(p_.opts.header_timeout));
+        close();
+        return;
+      case Phase::kTunnel:
+      case Phase::kHttp: {
         auto idle_until = last_activity_ + p_.opts.idle_timeout;
         if (Clock::now() < idle_until) {
           arm(idle_until);
           return;
         }
-        spdlog::debug("egress {} {} from {}:{}: idle for {} ms; closing", req_.method, target_, req_.client_addr,
-                      req_.client_port, millis(p_.opts.idle_timeout));
+        spdlog::debug("egress {} {} from {}:{}: idle for {} ms; closing", head_.method, target_, client_addr_,
+                      peer_.port(), millis(p_.opts.idle_timeout));
         close();
         return;
       }
@@ -180,7 +314,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
   }
 
-  // --- request head ---------------------------------------------------------------------------
+  // --- request head and caller ----------------------------------------------------------------
 
   void read_head() {
     size_t old = head_buf_.size();
@@ -197,8 +331,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (ec) {
       // The client went away before finishing its request: nobody to answer.
       if (ec != asio::error::eof)
-        spdlog::debug("egress proxy: reading the request of {}:{}: {}", req_.client_addr, req_.client_port,
-                      ec.message());
+        spdlog::debug("egress proxy: reading the request of {}:{}: {}", client_addr_, peer_.port(), ec.message());
       close();
       return;
     }
@@ -219,73 +352,130 @@ class Connection : public std::enable_shared_from_this<Connection> {
         read_head();
         return;
       case ParseStatus::kTooLarge:
-        respond(431, "bulwark: " + r.error + "\n");
+        respond(plain_response(431, "bulwark: " + r.error + "\n"));
         return;
       case ParseStatus::kBad:
-        spdlog::info("egress proxy: bad request from {}:{}: {}", req_.client_addr, req_.client_port, r.error);
-        respond(400, "bulwark: bad request: " + r.error + "\n");
+        spdlog::info("egress proxy: bad request from {}:{}: {}", client_addr_, peer_.port(), r.error);
+        respond(plain_response(400, "bulwark: bad request: " + r.error + "\n"));
         return;
       case ParseStatus::kComplete:
         break;
     }
     head_ = std::move(r.head);
     // Bytes after the head: a request body, or a TLS ClientHello sent without waiting for the 200.
-    up_.pending = head_buf_.substr(head_.head_bytes);
+    early_ = head_buf_.substr(head_.head_bytes);
     head_buf_ = std::string();
-    decide();
+    host_ = head_.host;
+    port_ = head_.port;
+    target_ = format_authority(host_, port_);
+    phase_ = Phase::kIdentify;
+    if (identified_) decide();
+  }
+
+  void on_identified(Caller c) {
+    if (identified_ || phase_ == Phase::kClosed) return;  // a timeout already decided without it
+    caller_ = std::move(c);
+    identified_ = true;
+    if (phase_ == Phase::kIdentify) decide();
   }
 
   // --- decision, resolution, address check, connect -----------------------------------------
 
+  bool is_connect() const { return head_.form == TargetForm::kAuthority; }
+  std::string first_path() const { return is_connect() ? std::string() : head_.path; }
+
   void decide() {
-    req_.host = head_.host;
-    req_.port = head_.port;
-    req_.method = head_.method;
-    req_.path = head_.path;
-    target_ = format_authority(head_.host, head_.port);
-    try {
-      decision_ = p_.decide(req_);
-    } catch (const std::exception& e) {
-      spdlog::error("egress proxy: the decision function failed for {}: {}; denying", target_, e.what());
-      decision_ = Decision{false, "bulwark:policy-error", std::string("the policy check failed: ") + e.what()};
-    }
-    if (!decision_.allow) {
-      report(decision_);
-      respond(403, deny_body(target_, decision_));
+    auto snap = p_.current();
+    generation_ = snap->generation;
+    version_ = snap->version;
+    if (!caller_.error.empty()) {
+      if (caller_.changed)
+        deny("bulwark:binary-changed", caller_.error);
+      else
+        deny("bulwark:unidentified-caller", "cannot tell which program opened this connection: " + caller_.error);
       return;
     }
-    for (const auto& s : decision_.allowed_ips) {
-      if (auto c = parse_cidr(s))
-        allowed_.push_back(*c);
-      else
-        spdlog::warn("egress proxy: ignoring allowed_ips entry \"{}\" of rule {}: not an address or CIDR", s,
-                     decision_.rule);
+    try {
+      conn_ = snap->policy->decide_connect(host_, port_, caller_.exe_chain);
+      if (conn_.allow && conn_.inspect && is_connect() && !p_.opts.ca) {
+        deny(std::string(conn_.rule),
+             "the endpoint's requests are inspected, which needs TLS interception, and this proxy has no sandbox CA");
+        return;
+      }
+      if (!conn_.allow) {
+        deny(std::string(conn_.rule), conn_.reason);
+        return;
+      }
+      if (!is_connect() && conn_.inspect) {
+        // A plain request is judged before anything is dialled.
+        first_ = policy::decide_request(conn_, head_.method, head_.path);
+        if (!first_.allow) {
+          const std::string& judged = first_.path.empty() ? head_.path : first_.path;
+          emit(false, false, head_.method, judged, first_.rule, first_.reason);
+          respond(denied_response(head_.method + " " + target_ + judged, rule_name(first_.rule), first_.reason,
+                                  version_));
+          return;
+        }
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("egress proxy: the policy check failed for {}: {}; denying", target_, e.what());
+      deny("bulwark:policy-error", std::string("the policy check failed: ") + e.what());
+      return;
     }
+    allowed_ = cidrs(conn_);
     phase_ = Phase::kConnect;
     arm(Clock::now() + p_.opts.connect_timeout);
     asio::error_code not_literal;
-    auto literal = asio::ip::make_address(head_.host, not_literal);
+    auto literal = asio::ip::make_address(host_, not_literal);
     if (!not_literal) {
       // An IP literal needs no lookup, nor a place in the resolver's one-thread queue.
-      check_addresses({tcp::endpoint(literal, head_.port)});
+      check_addresses({tcp::endpoint(literal, port_)});
       return;
     }
     // No address_configured flag: glibc ignores loopback for it, and the sandbox may have no
     // global IPv6; an unreachable address just fails over to the next one.
-    resolver_.async_resolve(head_.host, std::to_string(head_.port), tcp::resolver::numeric_service,
+    resolver_.async_resolve(host_, std::to_string(port_), tcp::resolver::numeric_service,
                             [self = shared_from_this()](asio::error_code ec, tcp::resolver::results_type results) {
                               self->on_resolved(ec, results);
                             });
+  }
+
+  static std::string rule_name(std::string_view rule) { return rule.empty() ? kDefaultDeny : std::string(rule); }
+
+  std::vector<Cidr> cidrs(const policy::ConnectDecision& d) const {
+    std::vector<Cidr> out;
+    for (auto s : d.allowed_ips) {
+      if (auto c = parse_cidr(s))
+        out.push_back(*c);
+      else
+        spdlog::warn("egress proxy: ignoring allowed_ips entry \"{}\" of rule {}: not an address or CIDR", s, d.rule);
+    }
+    return out;
+  }
+
+  // Why `a` may not be dialled for decision d (with its allowed_ips parsed as `allowed`).
+  std::optional<AddressBlock> block_for(const tcp::endpoint& ep, const policy::ConnectDecision& d,
+                                        const std::vector<Cidr>& allowed) const {
+    auto block = address_block(ep.address(), d.exact_host, allowed);
+    if (!block && d.ips_only &&
+        std::none_of(allowed.begin(), allowed.end(), [&](const Cidr& c) { return cidr_contains(c, ep.address()); }))
+      block = AddressBlock{"bulwark:outside-allowed-ips",
+                           ep.address().to_string() + " is not in the allowed_ips of " + std::string(d.rule)};
+    if (!block && ep == p_.listen_endpoint)
+      // Chaining through itself would only burn connections (and loop if asked to).
+      block = AddressBlock{"bulwark:proxy-loop",
+                           format_authority(ep.address().to_string(), ep.port()) + " is this egress proxy itself"};
+    return block;
   }
 
   void on_resolved(asio::error_code ec, const tcp::resolver::results_type& results) {
     if (phase_ != Phase::kConnect) return;
     if (ec || results.empty()) {
       std::string why = ec ? ec.message() : "no addresses";
-      spdlog::info("egress {} {} from {}:{}: cannot resolve {}: {}", req_.method, target_, req_.client_addr,
-                   req_.client_port, head_.host, why);
-      report(decision_);
-      respond(502, "bulwark: cannot resolve " + head_.host + " (" + why + ")\n");
+      spdlog::info("egress {} {} from {}:{}: cannot resolve {}: {}", head_.method, target_, client_addr_,
+                   peer_.port(), host_, why);
+      emit_connect();
+      respond(plain_response(502, "bulwark: cannot resolve " + host_ + " (" + why + ")\n"));
       return;
     }
     std::vector<tcp::endpoint> eps;
@@ -299,12 +489,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void check_addresses(const std::vector<tcp::endpoint>& candidates) {
     std::optional<AddressBlock> first_block;
     for (const auto& ep : candidates) {
-      auto block = address_block(ep.address(), decision_.allow_private, allowed_);
-      if (!block && ep == p_.listen_endpoint)
-        // Chaining through itself would only burn connections (and loop if asked to).
-        block = AddressBlock{"bulwark:proxy-loop", format_authority(ep.address().to_string(), ep.port()) +
-                                                       " is this egress proxy itself"};
-      if (block) {
+      if (auto block = block_for(ep, conn_, allowed_)) {
         if (!first_block) first_block = std::move(block);
         continue;
       }
@@ -312,20 +497,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (endpoints_.empty()) {
       asio::error_code not_literal;
-      asio::ip::make_address(head_.host, not_literal);
-      Decision d{false, first_block->rule, (not_literal ? head_.host + ": " : "") + first_block->reason};
-      report(d);
-      respond(403, deny_body(target_, d));
+      asio::ip::make_address(host_, not_literal);
+      deny(first_block->rule, (not_literal ? host_ + ": " : "") + first_block->reason);
       return;
     }
-    report(decision_);
+    emit_connect();
     connect_next();
   }
 
   void connect_next() {
     if (next_endpoint_ == endpoints_.size()) {
-      spdlog::info("egress {} {}: cannot connect: {}", req_.method, target_, connect_errors_);
-      respond(502, "bulwark: cannot connect to " + target_ + ": " + connect_errors_ + "\n");
+      spdlog::info("egress {} {}: cannot connect: {}", head_.method, target_, connect_errors_);
+      respond(plain_response(502, "bulwark: cannot connect to " + target_ + ": " + connect_errors_ + "\n"));
       return;
     }
     tcp::endpoint ep = endpoints_[next_endpoint_++];
@@ -347,37 +530,562 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::error_code ignored;
     client_.set_option(tcp::no_delay(true), ignored);
     upstream_.set_option(tcp::no_delay(true), ignored);
-    spdlog::debug("egress {} {} from {}:{} connected to {}", req_.method, target_, req_.client_addr,
-                  req_.client_port, format_authority(ep.address().to_string(), ep.port()));
-    phase_ = Phase::kRelay;
+    spdlog::debug("egress {} {} from {}:{} connected to {}", head_.method, target_, client_addr_, peer_.port(),
+                  format_authority(ep.address().to_string(), ep.port()));
     last_activity_ = Clock::now();
-    arm(last_activity_ + p_.opts.idle_timeout);
-    up_.from = &client_;
-    up_.to = &upstream_;
-    down_.from = &upstream_;
-    down_.to = &client_;
-    if (head_.form == TargetForm::kAuthority) {
-      down_.pending = "HTTP/1.1 200 Connection established\r\n\r\n";
-    } else {
-      // This first cut sends one request per upstream connection, with "Connection: close"; the
-      // client connection ends with it (the response says "Connection: close" too). Later bytes
-      // from the client are relayed to the same upstream, which is the one the policy allowed.
-      up_.pending = forward_request_head(head_) + up_.pending;
-      rewriting_response_ = true;
+    if (!is_connect()) {
+      start_http(true);
+      return;
     }
-    head_.headers = {};  // not needed any more; a long-lived tunnel should not keep them
-    flush_then_read(up_);
-    flush_then_read(down_);
+    if (!conn_.inspect) {
+      phase_ = Phase::kTunnel;
+      arm(last_activity_ + p_.opts.idle_timeout);
+      up_.from = &client_;
+      up_.to = &upstream_;
+      down_.from = &upstream_;
+      down_.to = &client_;
+      up_.pending = std::move(early_);
+      down_.pending = "HTTP/1.1 200 Connection established\r\n\r\n";
+      head_.headers = {};  // a long-lived tunnel should not keep them
+      flush_then_read(up_);
+      flush_then_read(down_);
+      return;
+    }
+    // Inspected: say yes, then see whether the client speaks TLS or plain HTTP in the tunnel.
+    phase_ = Phase::kSniff;
+    arm(last_activity_ + p_.opts.header_timeout);
+    final_ = "HTTP/1.1 200 Connection established\r\n\r\n";
+    asio::async_write(client_, asio::buffer(final_), [self = shared_from_this()](asio::error_code ec, size_t) {
+      if (self->phase_ != Phase::kSniff) return;
+      self->final_.clear();
+      if (ec) {
+        self->close();
+        return;
+      }
+      if (!self->early_.empty()) {
+        self->on_sniffed();
+        return;
+      }
+      self->early_.resize(kHeadReadChunk);
+      self->client_.async_read_some(asio::buffer(self->early_), [self](asio::error_code ec, size_t n) {
+        if (self->phase_ != Phase::kSniff) return;
+        if (ec) {
+          self->close();
+          return;
+        }
+        self->early_.resize(n);
+        self->on_sniffed();
+      });
+    });
   }
 
-  // --- relay ----------------------------------------------------------------------------------
+  // --- inspected tunnels: TLS termination ---------------------------------------------------
+
+  void on_sniffed() {
+    if (static_cast<unsigned char>(early_[0]) != 0x16) {  // not a TLS handshake record: HTTP in clear
+      cs_ = std::make_unique<StreamOf<tcp::socket>>(client_);
+      us_ = std::make_unique<StreamOf<tcp::socket>>(upstream_);
+      req_in_ = std::move(early_);
+      start_http(false);
+      return;
+    }
+    phase_ = Phase::kTls;
+    tls_ = true;
+    try {
+      auto ctx = p_.opts.ca->server_ctx_for(host_);
+      SSL* ssl = SSL_new(ctx.get());
+      if (!ssl) throw Error(Code::kInternal, "SSL_new failed");
+      // The stream owns the SSL, which holds its own reference to the context.
+      client_tls_ = std::make_unique<ClientTls>(PrefixedSocket(client_, std::move(early_)), ssl);
+    } catch (const std::exception& e) {
+      spdlog::error("egress CONNECT {}: cannot set up TLS interception: {}", target_, e.what());
+      close();
+      return;
+    }
+    client_tls_->async_handshake(asio::ssl::stream_base::server,
+                                 [self = shared_from_this()](asio::error_code ec) { self->on_client_handshake(ec); });
+  }
+
+  void on_client_handshake(asio::error_code ec) {
+    if (phase_ != Phase::kTls) return;
+    if (ec) {
+      spdlog::info("egress CONNECT {} from {}:{}: the client's TLS handshake failed: {} (does it trust the sandbox CA? "
+                   "SSL_CERT_FILE and friends point at it)",
+                   target_, client_addr_, peer_.port(), ec.message());
+      close();
+      return;
+    }
+    cs_ = std::make_unique<StreamOf<ClientTls>>(*client_tls_);
+    try {
+      SSL* ssl = SSL_new(p_.upstream_tls.get());
+      if (!ssl) throw Error(Code::kInternal, "SSL_new failed");
+      upstream_tls_ = std::make_unique<UpstreamTls>(upstream_, ssl);
+      prepare_client_ssl(upstream_tls_->native_handle(), host_);
+    } catch (const std::exception& e) {
+      spdlog::error("egress CONNECT {}: cannot set up TLS to the upstream: {}", target_, e.what());
+      close();
+      return;
+    }
+    upstream_tls_->async_handshake(asio::ssl::stream_base::client,
+                                   [self = shared_from_this()](asio::error_code ec) { self->on_upstream_handshake(ec); });
+  }
+
+  void on_upstream_handshake(asio::error_code ec) {
+    if (phase_ != Phase::kTls) return;
+    if (ec) {
+      std::string why = ec.message();
+      long verify = SSL_get_verify_result(upstream_tls_->native_handle());
+      if (verify != X509_V_OK) why = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
+      spdlog::info("egress CONNECT {} from {}:{}: TLS to the upstream failed: {}", target_, client_addr_, peer_.port(),
+                   why);
+      phase_ = Phase::kHttp;  // so the answer goes out through the client's TLS
+      http_final(plain_response(502, "bulwark: TLS to " + target_ + " failed: " + why + "\n"));
+      return;
+    }
+    us_ = std::make_unique<StreamOf<UpstreamTls>>(*upstream_tls_);
+    start_http(false);
+  }
+
+  // --- HTTP, request by request ---------------------------------------------------------------
+
+  // single: a plain absolute-form request (head_), the only one on this connection, sent with
+  // "Connection: close" both ways. Otherwise an inspected tunnel: requests in origin-form, each
+  // judged, keep-alive and pipelining as the client and upstream like.
+  void start_http(bool single) {
+    phase_ = Phase::kHttp;
+    single_ = single;
+    last_activity_ = Clock::now();
+    arm(last_activity_ + p_.opts.idle_timeout);
+    uint16_t default_port = tls_ ? 443 : 80;
+    host_header_ = port_ == default_port ? (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) : target_;
+    if (single) {
+      cs_ = std::make_unique<StreamOf<tcp::socket>>(client_);
+      us_ = std::make_unique<StreamOf<tcp::socket>>(upstream_);
+      req_in_ = std::move(early_);
+      std::string target = head_.path;
+      if (conn_.inspect && !first_.path.empty()) target = first_.path + query_of(head_.path);
+      if (!forward(head_, target)) return;
+    }
+    pump_requests();
+    pump_responses();
+  }
+
+  static std::string query_of(std::string_view target) {
+    size_t q = target.find('?');
+    return q == std::string_view::npos ? std::string() : std::string(target.substr(q));
+  }
+
+  // Re-decides the connection when the policy changed since it was decided. False when the
+  // policy no longer allows it; *rule and *reason then say why.
+  bool refresh(std::string* rule, std::string* reason) {
+    if (p_.generation.load() == generation_) return true;
+    auto snap = p_.current();
+    generation_ = snap->generation;
+    version_ = snap->version;
+    policy::ConnectDecision d;
+    try {
+      d = snap->policy->decide_connect(host_, port_, caller_.exe_chain);
+    } catch (const std::exception& e) {
+      *rule = "bulwark:policy-error";
+      *reason = std::string("the policy check failed: ") + e.what();
+      return false;
+    }
+    if (!d.allow) {
+      *rule = rule_name(d.rule);
+      *reason = d.reason;
+      return false;
+    }
+    if (d.inspect && phase_ == Phase::kTunnel) {
+      *rule = std::string(d.rule);
+      *reason = "the endpoint is inspected now, which an open tunnel cannot be; reconnect";
+      return false;
+    }
+    asio::error_code ec;
+    auto remote = upstream_.remote_endpoint(ec);
+    if (!ec) {
+      if (auto block = block_for(remote, d, cidrs(d))) {
+        *rule = block->rule;
+        *reason = block->reason;
+        return false;
+      }
+    }
+    conn_ = std::move(d);
+    return true;
+  }
+
+  // Judges one request of an inspected tunnel; sends it on when allowed.
+  void handle_request(const RequestHead& h) {
+    const std::string& path = h.path;  // origin-form: the target; absolute-form: its path and query
+    if (h.form == TargetForm::kAbsolute && (h.host != host_ || h.port != port_)) {
+      http_refuse(plain_response(400, "bulwark: this tunnel leads to " + target_ + "; a request for " +
+                                          format_authority(h.host, h.port) + " cannot be sent through it\n"));
+      return;
+    }
+    std::string rule, reason;
+    if (!refresh(&rule, &reason)) {
+      emit(false, false, h.method, path, rule, reason);
+      http_refuse(denied_response(h.method + " " + target_ + path, rule, reason, version_));
+      return;
+    }
+    policy::RequestDecision d;
+    try {
+      d = policy::decide_request(conn_, h.method, path);
+    } catch (const std::exception& e) {
+      d.allow = false;
+      d.rule = "bulwark:policy-error";
+      d.reason = std::string("the policy check failed: ") + e.what();
+    }
+    const std::string& judged = d.path.empty() ? path : d.path;
+    emit(d.allow, d.audit, h.method, judged, d.rule, d.reason);
+    if (!d.allow) {
+      http_refuse(denied_response(h.method + " " + target_ + judged, rule_name(d.rule), d.reason, version_));
+      return;
+    }
+    forward(h, d.path.empty() ? path : d.path + query_of(path));
+  }
+
+  // Sends an allowed request's head upstream and gets ready to pass its body. False when it
+  // cannot be framed (the client has then been answered).
+  bool forward(const RequestHead& h, const std::string& target) {
+    std::string error;
+    auto body = request_framing(h, &error);
+    if (!body) {
+      http_refuse(plain_response(400, "bulwark: bad request: " + error + "\n"));
+      return false;
+    }
+    bool close = single_ || connection_has(h.headers, "close") ||
+                 (h.version_minor == 0 && !connection_has(h.headers, "keep-alive"));
+    methods_.push_back(h.method);
+    req_body_ = *body;
+    req_state_ = ReqState::kBody;
+    after_body_ = close ? ReqState::kStopped : ReqState::kHead;
+    write_up(upstream_request_head(h, target, host_header_, *body, close));
+    return true;
+  }
+
+  void pump_requests() {
+    while (phase_ == Phase::kHttp && !writing_up_) {
+      if (req_state_ == ReqState::kStopped) return;
+      if (req_state_ == ReqState::kHead) {
+        if (req_in_.empty()) {
+          read_client();
+          return;
+        }
+        RequestParse r = parse_request_head(req_in_, kMaxHeadBytes, RequestContext::kOrigin);
+        if (r.status == ParseStatus::kIncomplete) {
+          read_client();
+          return;
+        }
+        if (r.status == ParseStatus::kTooLarge) {
+          http_refuse(plain_response(431, "bulwark: " + r.error + "\n"));
+          return;
+        }
+        if (r.status == ParseStatus::kBad) {
+          spdlog::info("egress {} from {}:{}: bad request in the tunnel: {}", target_, client_addr_, peer_.port(),
+                       r.error);
+          http_refuse(plain_response(400, "bulwark: bad request: " + r.error + "\n"));
+          return;
+        }
+        req_in_.erase(0, r.head.head_bytes);
+        handle_request(r.head);
+        continue;  // forward() started a write, or the request was refused
+      }
+      // kBody
+      std::string out;
+      size_t n = req_body_.feed(req_in_, &out);
+      if (req_body_.failed()) {
+        spdlog::info("egress {} from {}:{}: request body cannot be framed: {}", target_, client_addr_, peer_.port(),
+                     req_body_.error());
+        close();  // part of the request may be upstream already: no answer can be trusted
+        return;
+      }
+      req_in_.erase(0, n);
+      if (req_body_.done()) req_state_ = after_body_;
+      if (!out.empty()) {
+        write_up(std::move(out));
+        return;
+      }
+      if (!req_body_.done()) {
+        read_client();
+        return;
+      }
+    }
+  }
+
+  void read_client() {
+    if (client_reading_ || client_eof_) return;
+    client_reading_ = true;
+    if (cbuf_.empty()) cbuf_.resize(kRelayChunk);
+    cs_->read_some(asio::buffer(cbuf_), [self = shared_from_this()](asio::error_code ec, size_t n) {
+      self->client_reading_ = false;
+      if (self->phase_ == Phase::kLinger) {
+        if (self->final_waiting_) self->continue_final();
+        return;
+      }
+      if (self->phase_ != Phase::kHttp) return;
+      if (is_eof(ec)) {
+        self->on_client_eof();
+        return;
+      }
+      if (ec) {
+        spdlog::debug("egress {}: client side failed: {}", self->target_, ec.message());
+        self->close();
+        return;
+      }
+      self->last_activity_ = Clock::now();
+      self->up_.bytes += n;
+      self->req_in_.append(self->cbuf_.data(), n);
+      self->pump_requests();
+    });
+  }
+
+  void on_client_eof() {
+    client_eof_ = true;
+    if (req_state_ == ReqState::kBody || !req_in_.empty()) {
+      close();  // the client stopped in the middle of a request
+      return;
+    }
+    if (methods_.empty() && !writing_down_) http_final("");
+  }
+
+  void write_up(std::string data) {
+    writing_up_ = true;
+    up_out_ = std::move(data);
+    us_->write_all(asio::buffer(up_out_), [self = shared_from_this()](asio::error_code ec, size_t) {
+      self->writing_up_ = false;
+      if (self->phase_ != Phase::kHttp) return;
+      if (ec) {
+        spdlog::debug("egress {}: writing upstream failed: {}", self->target_, ec.message());
+        self->close();
+        return;
+      }
+      self->last_activity_ = Clock::now();
+      self->up_out_.clear();
+      self->pump_requests();
+    });
+  }
+
+  void pump_responses() {
+    while (phase_ == Phase::kHttp && !writing_down_) {
+      if (response_done_) {
+        response_done_ = false;
+        if (!on_response_complete()) return;
+        continue;
+      }
+      if (resp_state_ == RespState::kHead) {
+        if (resp_in_.empty()) {
+          if (upstream_eof_) {
+            on_upstream_closed();
+            return;
+          }
+          read_upstream();
+          return;
+        }
+        ResponseParse r = parse_response_head(resp_in_);
+        if (r.status == ParseStatus::kIncomplete && !upstream_eof_) {
+          read_upstream();
+          return;
+        }
+        if (r.status != ParseStatus::kComplete || methods_.empty() || r.head.status == 101) {
+          std::string why = r.status == ParseStatus::kIncomplete ? "closed in the middle of a response head"
+                            : r.status != ParseStatus::kComplete ? r.error
+                            : methods_.empty()                   ? "sent a response to no request"
+                                                                 : "switched protocols, which was not asked for";
+          spdlog::info("egress {}: bad response from upstream: {}", target_, why);
+          if (sent_response_bytes_ || methods_.empty())
+            close();
+          else
+            http_final(plain_response(502, "bulwark: " + target_ + " sent a malformed response: " + why + "\n"));
+          return;
+        }
+        if (r.head.status / 100 == 1) {  // interim: relayed as is, the final one follows
+          std::string out = resp_in_.substr(0, r.head.head_bytes);
+          resp_in_.erase(0, r.head.head_bytes);
+          write_down(std::move(out));
+          return;
+        }
+        std::string error;
+        auto body = response_framing(r.head, methods_.front(), &error);
+        if (!body) {
+          spdlog::info("egress {}: bad response from upstream: {}", target_, error);
+          if (sent_response_bytes_)
+            close();
+          else
+            http_final(plain_response(502, "bulwark: " + target_ + " sent a malformed response: " + error + "\n"));
+          return;
+        }
+        resp_body_ = *body;
+        resp_close_ = single_ || body->kind() == BodyFramer::Kind::kUntilClose ||
+                      connection_has(r.head.headers, "close") ||
+                      (r.head.version_minor == 0 && !connection_has(r.head.headers, "keep-alive"));
+        std::string out = single_ ? client_response_head(r.head) : resp_in_.substr(0, r.head.head_bytes);
+        resp_in_.erase(0, r.head.head_bytes);
+        resp_state_ = RespState::kBody;
+        if (resp_body_.done()) response_done_ = true;
+        write_down(std::move(out));
+        return;
+      }
+      // kBody
+      std::string out;
+      size_t n = resp_body_.feed(resp_in_, &out);
+      if (resp_body_.failed()) {
+        spdlog::info("egress {}: response body cannot be framed: {}", target_, resp_body_.error());
+        close();
+        return;
+      }
+      resp_in_.erase(0, n);
+      if (resp_body_.done()) response_done_ = true;
+      if (!out.empty()) {
+        write_down(std::move(out));
+        return;
+      }
+      if (response_done_) continue;
+      if (upstream_eof_) {
+        if (resp_body_.kind() == BodyFramer::Kind::kUntilClose) {
+          response_done_ = true;
+          continue;
+        }
+        spdlog::info("egress {}: the upstream closed in the middle of a response", target_);
+        close();
+        return;
+      }
+      read_upstream();
+      return;
+    }
+  }
+
+  // A response went out whole. False when the connection is finishing.
+  bool on_response_complete() {
+    methods_.pop_front();
+    resp_state_ = RespState::kHead;
+    sent_response_bytes_ = false;
+    if (methods_.empty() && !deny_.empty()) {
+      http_final(std::move(deny_));
+      return false;
+    }
+    if (resp_close_ || (methods_.empty() && (client_eof_ || req_state_ == ReqState::kStopped))) {
+      http_final("");
+      return false;
+    }
+    return true;
+  }
+
+  void on_upstream_closed() {
+    if (!methods_.empty()) {
+      if (sent_response_bytes_) {
+        close();
+        return;
+      }
+      http_final(plain_response(502, "bulwark: " + target_ + " closed the connection without sending a complete response\n"));
+      return;
+    }
+    // An idle keep-alive connection the upstream ended: end the client's too (it reconnects).
+    if (!deny_.empty()) {
+      http_final(std::move(deny_));
+      return;
+    }
+    http_final("");
+  }
+
+  void read_upstream() {
+    if (upstream_reading_ || upstream_eof_) return;
+    upstream_reading_ = true;
+    if (ubuf_.empty()) ubuf_.resize(kRelayChunk);
+    us_->read_some(asio::buffer(ubuf_), [self = shared_from_this()](asio::error_code ec, size_t n) {
+      self->upstream_reading_ = false;
+      if (self->phase_ != Phase::kHttp) return;
+      if (is_eof(ec)) {
+        self->upstream_eof_ = true;
+      } else if (ec) {
+        spdlog::debug("egress {}: upstream side failed: {}", self->target_, ec.message());
+        self->close();
+        return;
+      } else {
+        self->last_activity_ = Clock::now();
+        self->down_.bytes += n;
+        self->resp_in_.append(self->ubuf_.data(), n);
+      }
+      self->pump_responses();
+    });
+  }
+
+  void write_down(std::string data) {
+    writing_down_ = true;
+    sent_response_bytes_ = true;
+    down_out_ = std::move(data);
+    cs_->write_all(asio::buffer(down_out_), [self = shared_from_this()](asio::error_code ec, size_t) {
+      self->writing_down_ = false;
+      if (self->phase_ != Phase::kHttp) return;
+      if (ec) {
+        spdlog::debug("egress {}: writing to the client failed: {}", self->target_, ec.message());
+        self->close();
+        return;
+      }
+      self->last_activity_ = Clock::now();
+      self->down_out_.clear();
+      self->pump_responses();
+    });
+  }
+
+  // Refuses the current request: no more requests are read or sent on; once the upstream has
+  // answered those already sent, the client gets `resp` and the connection closes.
+  void http_refuse(std::string resp) {
+    req_state_ = ReqState::kStopped;
+    if (methods_.empty() && !writing_down_) {
+      http_final(std::move(resp));
+      return;
+    }
+    deny_ = std::move(resp);
+  }
+
+  // Ends the connection: `resp` (may be empty) to the client, then a graceful close. Called
+  // only when no write to the client is pending.
+  void http_final(std::string resp) {
+    if (phase_ == Phase::kLinger || phase_ == Phase::kClosed) return;
+    phase_ = Phase::kLinger;
+    arm(Clock::now() + kLingerTime);
+    asio::error_code ignored;  // cancelling and closing: errors mean there was nothing to stop
+    upstream_.close(ignored);
+    final_ = std::move(resp);
+    if (client_reading_) {
+      // A TLS stream cannot write its close_notify while a read is in flight: wait for it to end.
+      final_waiting_ = true;
+      client_.cancel(ignored);
+      return;
+    }
+    continue_final();
+  }
+
+  void continue_final() {
+    final_waiting_ = false;
+    auto after = [self = shared_from_this()](asio::error_code ec, size_t) {
+      if (self->phase_ != Phase::kLinger) return;
+      if (ec) {
+        self->close();
+        return;
+      }
+      if (self->tls_) {
+        self->client_tls_->async_shutdown([self](asio::error_code) { self->close(); });
+        return;
+      }
+      asio::error_code ignored;  // the drain's read sees a dead socket anyway
+      self->client_.shutdown(tcp::socket::shutdown_send, ignored);
+      self->drain();
+    };
+    if (final_.empty()) {
+      after(asio::error_code(), 0);
+      return;
+    }
+    cs_->write_all(asio::buffer(final_), after);
+  }
+
+  // --- blind tunnel ---------------------------------------------------------------------------
 
   void flush_then_read(Pipe& pipe) {
     if (pipe.pending.empty()) {
       read_pipe(pipe);
       return;
     }
-    if (&pipe == &down_) sent_to_client_ = true;
     asio::async_write(*pipe.to, asio::buffer(pipe.pending),
                       [self = shared_from_this(), &pipe](asio::error_code ec, size_t) { self->on_written(pipe, ec); });
   }
@@ -391,128 +1099,116 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void on_read(Pipe& pipe, asio::error_code ec, size_t n) {
-    if (phase_ != Phase::kRelay) return;
+    if (phase_ != Phase::kTunnel) return;
     if (ec == asio::error::eof) {
       on_eof(pipe);
       return;
     }
     if (ec) {
-      spdlog::debug("egress {} {}: {} side failed: {}", req_.method, target_, &pipe == &up_ ? "client" : "upstream",
+      spdlog::debug("egress CONNECT {}: {} side failed: {}", target_, &pipe == &up_ ? "client" : "upstream",
                     ec.message());
       close();
       return;
     }
     last_activity_ = Clock::now();
     pipe.bytes += n;
-    if (&pipe == &down_ && rewriting_response_) {
-      on_response_bytes(n);
-      return;
-    }
-    if (&pipe == &down_) sent_to_client_ = true;
     asio::async_write(*pipe.to, asio::buffer(pipe.buf.data(), n),
                       [self = shared_from_this(), &pipe](asio::error_code ec, size_t) { self->on_written(pipe, ec); });
   }
 
   void on_written(Pipe& pipe, asio::error_code ec) {
-    if (phase_ != Phase::kRelay) return;
+    if (phase_ != Phase::kTunnel) return;
     if (ec) {
-      spdlog::debug("egress {} {}: writing to the {} failed: {}", req_.method, target_,
-                    &pipe == &up_ ? "upstream" : "client", ec.message());
+      spdlog::debug("egress CONNECT {}: writing to the {} failed: {}", target_, &pipe == &up_ ? "upstream" : "client",
+                    ec.message());
       close();
       return;
     }
     last_activity_ = Clock::now();
-    if (!pipe.pending.empty()) pipe.pending = std::string();  // a rewritten head can be 64 KiB: free it
+    if (!pipe.pending.empty()) pipe.pending = std::string();
     read_pipe(pipe);
   }
 
   void on_eof(Pipe& pipe) {
     pipe.eof = true;
-    if (&pipe == &down_ && rewriting_response_) {
-      if (sent_to_client_) {
-        close();
-      } else {
-        respond(502, "bulwark: " + target_ + " closed the connection without sending a complete response\n");
-      }
-      return;
-    }
     // Pass the half-close on: a tunnelled protocol may still answer after its peer stopped sending.
     asio::error_code ignored;  // a peer already gone shows up on the next read or write
     pipe.to->shutdown(tcp::socket::shutdown_send, ignored);
     if (up_.eof && down_.eof) close();
   }
 
-  // Forwarded requests: collect the upstream's response head, relay 1xx interim heads verbatim,
-  // and rewrite the final one so the client knows the connection closes after it.
-  void on_response_bytes(size_t n) {
-    resp_buf_.append(down_.buf.data(), n);
-    std::string out;
-    for (;;) {
-      ResponseParse r = parse_response_head(resp_buf_);
-      if (r.status == ParseStatus::kIncomplete) break;
-      if (r.status != ParseStatus::kComplete) {
-        spdlog::info("egress {} {}: bad response from upstream: {}", req_.method, target_, r.error);
-        if (sent_to_client_)
-          close();
-        else
-          respond(502, "bulwark: " + target_ + " sent a malformed response: " + r.error + "\n");
-        return;
-      }
-      int status = r.head.status;
-      if (status >= 100 && status < 200 && status != 101) {
-        out.append(resp_buf_, 0, r.head.head_bytes);
-        resp_buf_.erase(0, r.head.head_bytes);
-        continue;
-      }
-      out += client_response_head(r.head);
-      out.append(resp_buf_, r.head.head_bytes);
-      resp_buf_ = std::string();
-      rewriting_response_ = false;
-      break;
-    }
-    if (out.empty()) {
-      read_pipe(down_);
-      return;
-    }
-    down_.pending = std::move(out);
-    flush_then_read(down_);
-  }
+  // --- events and answers of the proxy's own --------------------------------------------------
 
-  // --- answers of the proxy's own -------------------------------------------------------------
-
-  void report(const Decision& d) {
-    if (reported_) return;
-    reported_ = true;
-    if (!d.allow)
-      spdlog::info("egress denied: {} {} from {}:{} by {} ({})", req_.method, target_, req_.client_addr,
-                   req_.client_port, d.rule, d.reason);
+  void emit(bool allowed, bool audit, const std::string& method, const std::string& path, std::string_view rule,
+            const std::string& reason) {
+    Event e;
+    e.allowed = allowed;
+    e.audit = audit;
+    if (!caller_.exe_chain.empty()) e.binary = caller_.exe_chain.front();
+    e.pid = caller_.pid;
+    e.host = host_;
+    e.port = port_;
+    e.method = method;
+    e.path = path;
+    e.rule = allowed ? std::string(rule) : rule_name(rule);
+    e.reason = reason;
+    e.policy_version = version_;
+    e.client_addr = client_addr_;
+    e.client_port = peer_.port();
+    if (!allowed)
+      spdlog::info("egress denied: {} {}{} by {} from {} (pid {}), policy version {}: {}", method, target_, path, e.rule,
+                   e.binary.empty() ? "an unidentified program" : e.binary, e.pid, e.policy_version, reason);
+    else if (audit)
+      spdlog::info("egress audit: {} {}{} allowed by enforcement: audit, from {} (pid {}), policy version {}: {}",
+                   method, target_, path, e.binary, e.pid, e.policy_version, reason);
     else
-      spdlog::debug("egress allowed: {} {} from {}:{} by {}", req_.method, target_, req_.client_addr,
-                    req_.client_port, d.rule);
-    if (!p_.on_decision) return;
+      spdlog::debug("egress allowed: {} {}{} by {} from {}", method, target_, path, e.rule, e.binary);
+    if (!p_.on_event) return;
     try {
-      p_.on_decision(req_, d);
-    } catch (const std::exception& e) {
-      spdlog::error("egress proxy: the decision callback failed for {}: {}", target_, e.what());
+      p_.on_event(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("egress proxy: the event callback failed for {}: {}", target_, ex.what());
     }
   }
 
-  // Sends a plain-text response, stops sending, lingers briefly reading what the client still
-  // sends, then closes.
-  void respond(int status, const std::string& body) {
+  // The connection's allowed outcome, once its addresses passed: a plain request judged by L7
+  // reports that judgement; anything else the connection decision.
+  void emit_connect() {
+    if (connect_reported_) return;
+    connect_reported_ = true;
+    if (!is_connect() && conn_.inspect) {
+      // One event for a plain request: an audit at either level shows, with the reason for it.
+      const bool l4_audit = conn_.audit && !first_.audit;
+      emit(first_.allow, first_.audit || conn_.audit, head_.method, first_.path.empty() ? head_.path : first_.path,
+           l4_audit ? conn_.rule : first_.rule, l4_audit ? conn_.reason : first_.reason);
+    } else {
+      emit(true, conn_.audit, head_.method, first_path(), conn_.rule, conn_.reason);
+    }
+  }
+
+  // Denies the connection as a whole: event, then 403.
+  void deny(std::string rule, const std::string& reason) {
+    rule = rule_name(rule);
+    emit(false, false, head_.method, first_path(), rule, reason);
+    respond(denied_response(head_.method + " " + target_ + first_path(), rule, reason, version_));
+  }
+
+  // Sends a response on the plain client socket, stops sending, lingers briefly reading what the
+  // client still sends, then closes.
+  void respond(std::string resp) {
     if (phase_ == Phase::kLinger || phase_ == Phase::kClosed) return;
     phase_ = Phase::kLinger;
     asio::error_code ignored;  // cancelling and closing: errors mean there was nothing to stop
-    client_.cancel(ignored);   // a relay read may be pending on it; the drain below replaces it
+    client_.cancel(ignored);   // a read may be pending on it; the drain below replaces it
     upstream_.close(ignored);
     resolver_.cancel();
-    response_ = plain_response(status, body);
+    final_ = std::move(resp);
     arm(Clock::now() + kLingerTime);
-    asio::async_write(client_, asio::buffer(response_), [self = shared_from_this()](asio::error_code ec, size_t) {
+    asio::async_write(client_, asio::buffer(final_), [self = shared_from_this()](asio::error_code ec, size_t) {
       if (self->phase_ != Phase::kLinger) return;
       if (ec) {
-        spdlog::debug("egress proxy: sending an error response to {}:{}: {}", self->req_.client_addr,
-                      self->req_.client_port, ec.message());
+        spdlog::debug("egress proxy: sending an error response to {}:{}: {}", self->client_addr_, self->peer_.port(),
+                      ec.message());
         self->close();
         return;
       }
@@ -535,40 +1231,86 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
+  enum class ReqState { kHead, kBody, kStopped };
+  enum class RespState { kHead, kBody };
+
   EgressProxy::Impl& p_;
   tcp::socket client_;
   tcp::socket upstream_;
   tcp::resolver resolver_;
   asio::steady_timer timer_;
+  // After the sockets they refer to, so they are destroyed first.
+  std::unique_ptr<ClientTls> client_tls_;
+  std::unique_ptr<UpstreamTls> upstream_tls_;
+  std::unique_ptr<ByteStream> cs_, us_;  // client and upstream sides of an HTTP exchange
   Phase phase_ = Phase::kHead;
   Clock::time_point last_activity_;
 
+  tcp::endpoint peer_, local_;
+  std::string client_addr_;
   std::string head_buf_;
   bool saw_newline_ = false;
   RequestHead head_;
-  Request req_;
+  std::string early_;  // client bytes read before the relay or TLS took over
+  std::string host_;
+  uint16_t port_ = 0;
   std::string target_;  // "host:port", for messages
-  Decision decision_;
-  bool reported_ = false;
+  bool identified_ = false;
+  Caller caller_;
+
+  uint64_t generation_ = 0, version_ = 0;  // of the policy that decided this connection last
+  policy::ConnectDecision conn_;
+  // A plain request's judgement, made before connecting. Its rule points into conn_'s policy,
+  // which only refresh() replaces, and refresh() never runs on a plain (single-request) connection.
+  policy::RequestDecision first_;
+  bool connect_reported_ = false;
   std::vector<Cidr> allowed_;
   std::vector<tcp::endpoint> endpoints_;
   size_t next_endpoint_ = 0;
   std::string connect_errors_;
 
-  Pipe up_;    // client -> upstream
+  Pipe up_;    // client -> upstream (byte counts also in HTTP mode)
   Pipe down_;  // upstream -> client
-  bool rewriting_response_ = false;
-  bool sent_to_client_ = false;
-  std::string resp_buf_;
 
-  std::string response_;
+  // HTTP mode.
+  bool single_ = false;
+  bool tls_ = false;
+  std::string host_header_;
+  std::vector<char> cbuf_, ubuf_;
+  std::string req_in_, up_out_;
+  ReqState req_state_ = ReqState::kHead, after_body_ = ReqState::kHead;
+  BodyFramer req_body_ = BodyFramer::none();
+  bool client_reading_ = false, writing_up_ = false, client_eof_ = false;
+  std::deque<std::string> methods_;  // of requests sent upstream and not yet answered
+  std::string resp_in_, down_out_;
+  RespState resp_state_ = RespState::kHead;
+  BodyFramer resp_body_ = BodyFramer::none();
+  bool upstream_reading_ = false, writing_down_ = false, upstream_eof_ = false;
+  bool response_done_ = false, resp_close_ = false, sent_response_bytes_ = false;
+  std::string deny_;  // the refusal waiting for earlier responses to finish
+
+  std::string final_;  // the last thing the client is sent
+  bool final_waiting_ = false;
   std::vector<char> drain_buf_;
   size_t drained_ = 0;
 };
 
-EgressProxy::Impl::Impl(Options o, DecideFn d, OnDecisionFn r)
-    : opts(std::move(o)), decide(std::move(d)), on_decision(std::move(r)) {
-  if (!decide) throw Error(Code::kInvalidArgument, "the egress proxy needs a decision function");
+EgressProxy::Impl::Impl(Options o, std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version, EventFn e)
+    : opts(std::move(o)), on_event(std::move(e)), workers(std::max<size_t>(1, opts.identify_threads)) {
+  if (!policy) throw Error(Code::kInvalidArgument, "the egress proxy needs a policy", "policy");
+  snapshot = std::make_shared<const Snapshot>(Snapshot{std::move(policy), version, 0});
+  if (opts.identify) {
+    identify = opts.identify;
+  } else {
+    if (opts.agent_init_pid <= 0)
+      throw Error(Code::kInvalidArgument, "the egress proxy needs the agent's init pid to identify callers",
+                  "agent_init_pid");
+    identifier = std::make_unique<BinaryIdentifier>(opts.agent_init_pid);
+    identify = [id = identifier.get()](const tcp::endpoint& peer, const tcp::endpoint& local) {
+      return id->identify(peer, local);
+    };
+  }
+  if (opts.ca) upstream_tls = SandboxCa::client_ctx(opts.upstream_ca_file);
   asio::error_code ec;
   auto addr = asio::ip::make_address(opts.listen_address, ec);
   if (ec)
@@ -623,10 +1365,34 @@ void EgressProxy::Impl::shutdown() {
   io.stop();
 }
 
-EgressProxy::EgressProxy(Options opts, DecideFn decide, OnDecisionFn on_decision)
-    : impl_(std::make_unique<Impl>(std::move(opts), std::move(decide), std::move(on_decision))) {}
+EgressProxy::EgressProxy(Options opts, std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version,
+                         EventFn on_event)
+    : impl_(std::make_unique<Impl>(std::move(opts), std::move(policy), version, std::move(on_event))) {}
 
-EgressProxy::~EgressProxy() { stop(); }
+EgressProxy::~EgressProxy() {
+  stop();
+  // Identification still running must not post to a loop that is going away unseen: wait for it.
+  impl_->workers.join();
+}
+
+void EgressProxy::set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version) {
+  if (!policy) throw Error(Code::kInvalidArgument, "set_policy: the policy is null", "policy");
+  {
+    std::lock_guard lock(impl_->policy_mu);
+    uint64_t gen = impl_->snapshot->generation + 1;
+    impl_->snapshot = std::make_shared<const Snapshot>(Snapshot{std::move(policy), version, gen});
+    impl_->generation.store(gen);
+  }
+  asio::post(impl_->io, [impl = impl_.get()] {
+    // Copied: closing a connection removes it from the map.
+    std::vector<std::shared_ptr<Connection>> open;
+    for (auto& [ptr, weak] : impl->conns)
+      if (auto c = weak.lock()) open.push_back(std::move(c));
+    for (auto& c : open) c->on_policy_changed();
+  });
+}
+
+uint64_t EgressProxy::policy_version() const { return impl_->current()->version; }
 
 uint16_t EgressProxy::port() const { return impl_->port; }
 

@@ -1,71 +1,110 @@
 #pragma once
 // The sandbox's egress proxy: the only way out for the agent. An HTTP/1.1 proxy (CONNECT tunnels
 // and absolute-form http:// requests) on one event-loop thread, so it holds thousands of
-// connections without a thread each. It knows no policy: every request is put to an injected
-// decision function, and every outcome is reported to an injected callback.
+// connections without a thread each, enforcing the live network policy (shared/policy_engine.h):
 //
-// The decision and report callbacks run on the proxy's event-loop thread: they must be quick and
-// must not block, or every connection stalls with them.
+//  - every connection is attributed to the program that opened it (binary_identity.h: the
+//    agent's TCP table and /proc), whose executable is pinned by SHA-256 on first use;
+//  - host, port and that program's executable chain decide the connection (decide_connect);
+//  - an inspected endpoint has every HTTP request judged by method and path (decide_request):
+//    plain http:// requests directly, CONNECT tunnels by terminating TLS with a leaf from the
+//    sandbox's CA and re-encrypting to the upstream, whose certificate is verified;
+//  - loopback, link-local, metadata and private addresses are refused unless a rule names them;
+//  - every outcome is an Event; a denial answers 403 with a JSON body naming the rule and policy
+//    version. docs/proxy.md describes it all.
+//
+// The event callback runs on the proxy's event-loop thread: it must be quick and must not block.
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
-#include <vector>
+
+#include "supervisor/proxy/binary_identity.h"
+
+namespace bulwark::policy {
+class CompiledPolicy;
+}
 
 namespace bulwark::proxy {
 
-// What a client asked for, and who asked.
-struct Request {
-  std::string host;  // lower-case name or IP literal (IPv6 without brackets)
+class SandboxCa;
+
+// One enforced outcome: a connection (method CONNECT, or the method of a plain http:// request)
+// or one request on an inspected connection.
+struct Event {
+  bool allowed = false;
+  // Allowed only because the endpoint says enforcement: audit; reason says what would have denied.
+  bool audit = false;
+  std::string binary;  // the calling executable (/proc/<pid>/exe); empty when it was not identified
+  pid_t pid = 0;       // the calling process, as the supervisor's PID namespace numbers it
+  std::string host;
   uint16_t port = 0;
   std::string method;  // "CONNECT", "GET", ...
-  std::string path;    // origin-form path and query of a forwarded request; empty for CONNECT
+  std::string path;    // the request's path (canonical when judged); empty for CONNECT
+  // "network_policies.<key>.endpoints[<i>]..." that decided, or one of the proxy's own:
+  // bulwark:default-deny (nothing matched), bulwark:unidentified-caller, bulwark:binary-changed,
+  // bulwark:always-blocked, bulwark:private-address, bulwark:outside-allowed-ips,
+  // bulwark:proxy-loop, bulwark:policy-error.
+  std::string rule;
+  std::string reason;
+  uint64_t policy_version = 0;  // of the policy that decided
   std::string client_addr;
   uint16_t client_port = 0;
 };
 
-struct Decision {
-  bool allow = false;
-  std::string rule;    // the policy entry that decided, for the 403 body and the audit trail
-  std::string reason;  // why, in words a person reading the 403 understands
-  // The resolved address must also pass the address check: private (RFC 1918, 100.64/10,
-  // fc00::/7) addresses need allow_private; loopback, link-local, metadata and unspecified
-  // addresses are refused unless they fall inside one of these CIDRs ("127.0.0.1/32", "::1").
-  bool allow_private = false;
-  std::vector<std::string> allowed_ips;
-};
+using EventFn = std::function<void(const Event&)>;
 
-using DecideFn = std::function<Decision(const Request&)>;
-// Called once per request with the outcome that was enforced: the decision as returned, or a
-// deny with rule "bulwark:always-blocked" / "bulwark:private-address" / "bulwark:proxy-loop" (the
-// target is the proxy's own listening address) when the address check overrode an allow, or rule
-// "bulwark:policy-error" when the decision function threw. Resolve and connect failures (502/504)
-// come after an allow and are reported as that allow.
-using OnDecisionFn = std::function<void(const Request&, const Decision&)>;
+// Who opened a connection: peer is the client's end as accepted, local the proxy's. Called on a
+// worker thread (never the event loop), possibly on two at once.
+using IdentifyFn = std::function<Caller(const asio::ip::tcp::endpoint& peer, const asio::ip::tcp::endpoint& local)>;
 
 class EgressProxy {
  public:
   struct Options {
     std::string listen_address = "127.0.0.1";  // the supervisor's veth address in a sandbox
     uint16_t listen_port = 3128;               // 0 picks a free port (see port())
+    // The agent's init as the supervisor sees it: its network namespace's TCP table and its
+    // descendants identify callers (BinaryIdentifier). Required unless identify is set.
+    pid_t agent_init_pid = 0;
+    // Replaces the /proc identification (tests, or another way to know the caller).
+    IdentifyFn identify;
+    // The sandbox's CA, minting the leaf certificates of inspected CONNECT tunnels. Without it a
+    // CONNECT to an inspected endpoint is denied (its requests could not be checked).
+    std::shared_ptr<SandboxCa> ca;
+    // A PEM file of CAs trusted for upstream servers besides the system roots (an operator's
+    // internal CA). Read once at construction; a bad file throws then.
+    std::string upstream_ca_file;
     // A connection with no traffic either way for this long is closed.
     std::chrono::milliseconds idle_timeout{std::chrono::seconds(300)};
-    // A client must send its whole request head within this (slow-loris protection).
+    // A client must send its whole request head within this (slow-loris protection); it also
+    // bounds identifying the caller and, for inspected tunnels, the TLS handshakes.
     std::chrono::milliseconds header_timeout{std::chrono::seconds(30)};
     // Resolving and connecting upstream, all addresses tried included; past it the client gets 504.
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
     // Beyond this many open client connections new ones get 503 (each costs two descriptors and
-    // about 32 KiB of relay buffers; the process's RLIMIT_NOFILE must allow it).
+    // about 32 KiB of buffers; the process's RLIMIT_NOFILE must allow it).
     size_t max_connections = 10000;
+    // Worker threads identifying callers (reading /proc, hashing executables) off the event loop.
+    size_t identify_threads = 2;
   };
 
   // Binds and listens at once (so port() is valid and a bad address fails here), throwing
   // bulwark::Error with the address and the reason. Serving starts with run_in_thread().
-  EgressProxy(Options opts, DecideFn decide, OnDecisionFn on_decision);
+  // policy must not be null; version is reported in events and 403 bodies.
+  EgressProxy(Options opts, std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version,
+              EventFn on_event);
   ~EgressProxy();  // stop()s
   EgressProxy(const EgressProxy&) = delete;
   EgressProxy& operator=(const EgressProxy&) = delete;
+
+  // Swaps the policy; any thread. Connections decided from now on use it, and so does the next
+  // request on every open inspected connection. Open tunnels (not inspected) are judged again at
+  // once and closed when the new policy no longer allows them. Throws Error on a null policy.
+  void set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version);
+  uint64_t policy_version() const;
 
   uint16_t port() const;
   // Starts the event-loop thread. Throws Error if it is already running or was stopped.

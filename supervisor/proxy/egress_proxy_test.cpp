@@ -1,10 +1,17 @@
-// The egress proxy over real loopback sockets: upstream servers on 127.0.0.1, clients speaking
-// raw HTTP/1.1 to the proxy (and the real curl binary).
+// The egress proxy over real loopback sockets: upstream servers on 127.0.0.1 (plain and TLS),
+// clients speaking raw HTTP/1.1 (and TLS) to the proxy, and the real curl binary. The proxy
+// identifies callers through the real /proc with this test process as the agent's "init", so the
+// caller is this executable, or curl with this executable as an ancestor.
 #include "supervisor/proxy/egress_proxy.h"
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,17 +22,25 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <thread>
 
 #include "shared/error.h"
+#include "shared/policy.h"
+#include "shared/policy_engine.h"
 #include "shared/process.h"
+#include "supervisor/proxy/sandbox_ca.h"
 
 using namespace bulwark::proxy;
 using bulwark::Fd;
+using Engine = std::shared_ptr<const bulwark::policy::CompiledPolicy>;
+using Json = nlohmann::json;
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -236,36 +251,288 @@ class HttpServer {
   std::thread thread_;
 };
 
+
+// --- TLS: a test PKI for the "operator's" upstream, a keep-alive upstream, a TLS client -------
+
+using SslPtr = std::unique_ptr<SSL, OsslFree<SSL_free>>;
+using SslCtxPtr = std::unique_ptr<SSL_CTX, OsslFree<SSL_CTX_free>>;
+using X509Ptr = std::unique_ptr<X509, OsslFree<X509_free>>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslFree<EVP_PKEY_free>>;
+using BioPtr = std::unique_ptr<BIO, OsslFree<BIO_free_all>>;
+
+X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key,
+                  const std::vector<std::pair<int, std::string>>& exts) {
+  static std::atomic<long> serial{1};
+  X509Ptr x(X509_new());
+  REQUIRE(x);
+  X509_set_version(x.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x.get()), serial++);
+  X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x.get()), 86400);
+  X509_set_pubkey(x.get(), key);
+  X509_NAME* name = X509_get_subject_name(x.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_set_issuer_name(x.get(), issuer ? X509_get_subject_name(issuer) : name);
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer ? issuer : x.get(), x.get(), nullptr, nullptr, 0);
+  for (const auto& [nid, value] : exts) {
+    X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+    REQUIRE(e);
+    X509_add_ext(x.get(), e, -1);
+    X509_EXTENSION_free(e);
+  }
+  REQUIRE(X509_sign(x.get(), issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+  return x;
+}
+
+// An operator's CA (written to a file, as --upstream-ca would name it) and a server certificate
+// it signed for localhost and 127.0.0.1.
+struct TestPki {
+  TestPki() {
+    PkeyPtr ca_key(EVP_EC_gen("P-256")), leaf_key(EVP_EC_gen("P-256"));
+    REQUIRE(ca_key);
+    REQUIRE(leaf_key);
+    X509Ptr ca = make_cert(ca_key.get(), "Bulwark test upstream CA", nullptr, nullptr,
+                           {{NID_basic_constraints, "critical,CA:TRUE"}, {NID_key_usage, "critical,keyCertSign,cRLSign"}});
+    X509Ptr leaf = make_cert(leaf_key.get(), "localhost", ca.get(), ca_key.get(),
+                             {{NID_basic_constraints, "CA:FALSE"},
+                              {NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
+                              {NID_ext_key_usage, "serverAuth"}});
+    server_ctx.reset(SSL_CTX_new(TLS_server_method()));
+    REQUIRE(SSL_CTX_use_certificate(server_ctx.get(), leaf.get()) == 1);
+    REQUIRE(SSL_CTX_use_PrivateKey(server_ctx.get(), leaf_key.get()) == 1);
+    BioPtr bio(BIO_new(BIO_s_mem()));
+    PEM_write_bio_X509(bio.get(), ca.get());
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio.get(), &data);
+    dir = fs::temp_directory_path() / ("bulwark-proxy-pki-" + std::to_string(::getpid()) + "-" + std::to_string(serial()));
+    fs::create_directories(dir);
+    ca_file = (dir / "upstream-ca.pem").string();
+    std::ofstream(ca_file) << std::string(data, static_cast<size_t>(n));
+  }
+  ~TestPki() { fs::remove_all(dir); }
+  static int serial() {
+    static std::atomic<int> n{0};
+    return n++;
+  }
+  SslCtxPtr server_ctx;
+  fs::path dir;
+  std::string ca_file;
+};
+
+// An upstream HTTP/1.1 server with keep-alive, plain or TLS: a thread per connection, each
+// request recorded (head and body, Content-Length or chunked) and answered
+// "200 ok <method> <path>" with a Content-Length.
+class KeepAliveServer {
+ public:
+  explicit KeepAliveServer(SSL_CTX* tls = nullptr) : tls_(tls), fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a = loopback(0);
+    socklen_t len = sizeof a;
+    if (!fd_ || ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_.get(), 16) != 0 ||
+        ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error(bulwark::errno_text("test keep-alive server", errno));
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~KeepAliveServer() {
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    acceptor_.join();
+    std::vector<std::thread> conns;
+    {
+      std::lock_guard lock(mu_);  // not held while joining: serve() takes it to record
+      conns.swap(conns_);
+    }
+    for (auto& t : conns) t.join();
+  }
+  uint16_t port() const { return port_; }
+  std::vector<std::string> requests() {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+  int connections() const { return accepted_; }
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return;
+      ++accepted_;
+      std::lock_guard lock(mu_);
+      conns_.emplace_back([this, c] { serve(Fd(c)); });
+    }
+  }
+
+  void serve(Fd c) {
+    timeval tv{5, 0};
+    ::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    SslPtr ssl;
+    if (tls_) {
+      ssl.reset(SSL_new(tls_));
+      SSL_set_fd(ssl.get(), c.get());
+      if (SSL_accept(ssl.get()) != 1) {
+        ERR_clear_error();
+        return;  // the proxy refused our certificate: nothing to serve
+      }
+    }
+    auto recv_some = [&](std::string& buf) {
+      char b[4096];
+      int n = ssl ? SSL_read(ssl.get(), b, sizeof b) : static_cast<int>(::recv(c.get(), b, sizeof b, 0));
+      if (n > 0) buf.append(b, static_cast<size_t>(n));
+      return n > 0;
+    };
+    auto send_all = [&](const std::string& s) {
+      if (ssl)
+        SSL_write(ssl.get(), s.data(), static_cast<int>(s.size()));
+      else
+        ::send(c.get(), s.data(), s.size(), MSG_NOSIGNAL);
+    };
+    std::string buf;
+    for (;;) {
+      size_t end;
+      while ((end = buf.find("\r\n\r\n")) == std::string::npos)
+        if (!recv_some(buf)) return;
+      std::string lower = buf.substr(0, end);
+      for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      size_t total = end + 4;
+      if (lower.find("\r\ntransfer-encoding: chunked") != std::string::npos) {
+        size_t last;
+        while ((last = buf.find("0\r\n\r\n", end + 4)) == std::string::npos)
+          if (!recv_some(buf)) return;
+        total = last + 5;
+      } else if (size_t cl = lower.find("\r\ncontent-length:"); cl != std::string::npos) {
+        total += std::stoul(lower.substr(cl + 17));
+        while (buf.size() < total)
+          if (!recv_some(buf)) return;
+      }
+      std::string req = buf.substr(0, total);
+      buf.erase(0, total);
+      {
+        std::lock_guard lock(mu_);
+        requests_.push_back(req);
+      }
+      std::string line = req.substr(0, req.find(" HTTP/"));
+      std::string body = "ok " + line;
+      send_all("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    }
+  }
+
+  SSL_CTX* tls_;
+  Fd fd_;
+  uint16_t port_ = 0;
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::vector<std::thread> conns_;
+  std::vector<std::string> requests_;
+  std::atomic<int> accepted_{0};
+};
+
+// The agent's side of an inspected tunnel: TLS over a Client's socket (after its CONNECT was
+// answered), trusting only `ca`, checking the name.
+class TlsClient {
+ public:
+  TlsClient(int fd, X509* ca, const std::string& host) : ctx_(SSL_CTX_new(TLS_client_method())) {
+    REQUIRE(X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx_.get()), ca) == 1);
+    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
+    ssl_.reset(SSL_new(ctx_.get()));
+    SSL_set_fd(ssl_.get(), fd);
+    in6_addr ip;
+    if (::inet_pton(AF_INET, host.c_str(), &ip) == 1 || ::inet_pton(AF_INET6, host.c_str(), &ip) == 1) {
+      REQUIRE(X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), host.c_str()) == 1);
+    } else {
+      SSL_set_tlsext_host_name(ssl_.get(), host.c_str());
+      SSL_set1_host(ssl_.get(), host.c_str());
+    }
+    ok = SSL_connect(ssl_.get()) == 1;
+    verify = SSL_get_verify_result(ssl_.get());
+    ERR_clear_error();
+  }
+  void send(std::string_view s) { REQUIRE(SSL_write(ssl_.get(), s.data(), static_cast<int>(s.size())) == static_cast<int>(s.size())); }
+  // One response framed by its Content-Length.
+  Response read_response() {
+    Response r;
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
+      if (!fill()) throw std::runtime_error("TLS connection ended before a response head; got: " + buf_);
+    r.head = buf_.substr(0, end + 4);
+    buf_.erase(0, end + 4);
+    r.status = std::stoi(r.head.substr(9, 3));
+    std::string lower = r.head;
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    size_t cl = lower.find("\r\ncontent-length:");
+    size_t n = cl == std::string::npos ? 0 : std::stoul(lower.substr(cl + 17));
+    while (buf_.size() < n)
+      if (!fill()) throw std::runtime_error("TLS connection ended inside a response body");
+    r.body = buf_.substr(0, n);
+    buf_.erase(0, n);
+    return r;
+  }
+  // True when the proxy ends the connection (close_notify or EOF) with nothing more sent.
+  bool ends() { return !fill() && buf_.empty(); }
+
+  bool ok = false;
+  long verify = -1;
+
+ private:
+  bool fill() {
+    char b[16384];
+    int n = SSL_read(ssl_.get(), b, sizeof b);
+    ERR_clear_error();
+    if (n <= 0) return false;
+    buf_.append(b, static_cast<size_t>(n));
+    return true;
+  }
+  SslCtxPtr ctx_;
+  SslPtr ssl_;
+  std::string buf_;
+};
+
+// --- the proxy under test -------------------------------------------------------------------
+
+std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
+
+// network: the inside of network_policies.
+Engine compile(const std::string& network) {
+  return bulwark::policy::CompiledPolicy::compile(
+      bulwark::policy::parse_policy("version: 1\nnetwork_policies:\n" + network, "test-policy.yaml"));
+}
+
+// Policy "test": one endpoint host:port (plus `extra` endpoint lines, indented 8) for
+// `binaries`: by default this test executable, and curl (run by the tests through a shell).
+Engine allow(const std::string& host, uint16_t port, const std::string& extra = "",
+             const std::vector<std::string>& binaries = {self_exe(), "/usr/bin/curl"}) {
+  std::string list;
+  for (const auto& b : binaries) list += "      - path: \"" + b + "\"\n";
+  return compile("  test:\n    endpoints:\n      - host: \"" + host + "\"\n        port: " + std::to_string(port) + "\n" +
+                 extra + "    binaries:\n" + list);
+}
+
 EgressProxy::Options test_options() {
   EgressProxy::Options o;
   o.listen_address = "127.0.0.1";
   o.listen_port = 0;
   o.connect_timeout = 5s;
+  o.agent_init_pid = ::getpid();  // this process and its children are "the sandbox"
   return o;
 }
 
-// The way a test lets the proxy reach servers on 127.0.0.1: by address, explicitly.
-Decision allow_loopback(std::string rule = "test-allow") {
-  return Decision{true, std::move(rule), "allowed by the test", false, {"127.0.0.1/32"}};
-}
-
-// A running proxy that records every reported decision.
+// A running proxy that records every event.
 struct TestProxy {
-  explicit TestProxy(DecideFn decide, EgressProxy::Options opts = test_options())
-      : proxy(std::move(opts), std::move(decide), [this](const Request& r, const Decision& d) {
+  explicit TestProxy(Engine policy, EgressProxy::Options opts = test_options(), uint64_t version = 1)
+      : proxy(std::move(opts), std::move(policy), version, [this](const Event& e) {
           std::lock_guard lock(mu);
-          reports.emplace_back(r, d);
+          log.push_back(e);
         }) {
     proxy.run_in_thread();
   }
-  std::vector<std::pair<Request, Decision>> decisions() {
+  std::vector<Event> events() {
     std::lock_guard lock(mu);
-    return reports;
+    return log;
   }
   uint16_t port() const { return proxy.port(); }
 
   std::mutex mu;
-  std::vector<std::pair<Request, Decision>> reports;
+  std::vector<Event> log;
   EgressProxy proxy;
 };
 
@@ -312,11 +579,27 @@ std::pair<std::string, int> run(const std::string& cmd) {
   return {out, bulwark::exit_code_of(status)};
 }
 
+// The "error" object of a 403 body, after checking the response is the proxy's JSON denial.
+Json denial(const Response& r) {
+  CHECK(r.status == 403);
+  CHECK(contains(r.head, "Content-Type: application/json\r\n"));
+  CHECK(contains(r.head, "Connection: close\r\n"));
+  Json j = Json::parse(r.body);
+  CHECK(j["error"]["code"] == "policy_denied");
+  return j["error"];
+}
+
+void require_curl() {
+  if (run("command -v curl").second != 0) FAIL("curl is not installed: install curl (scripts/install-deps does)");
+}
+
 }  // namespace
+
+// --- L4: tunnels, forwarding, addresses, limits (the proxy's transport) ------------------------
 
 TEST_CASE("CONNECT allowed: the tunnel carries bytes both ways, early bytes and half-close included") {
   EchoServer upstream;
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  TestProxy p(allow("127.0.0.1", upstream.port()));
   std::string authority = "127.0.0.1:" + std::to_string(upstream.port());
 
   Client c(p.port());
@@ -339,49 +622,52 @@ TEST_CASE("CONNECT allowed: the tunnel carries bytes both ways, early bytes and 
   c.shutdown_write();
   CHECK(c.read_to_eof().empty());
 
-  auto d = p.decisions();
-  REQUIRE(d.size() == 1);
-  CHECK(d[0].second.allow);
-  CHECK(d[0].second.rule == "test-allow");
-  CHECK(d[0].first.method == "CONNECT");
-  CHECK(d[0].first.host == "127.0.0.1");
-  CHECK(d[0].first.port == upstream.port());
-  CHECK(d[0].first.path.empty());
-  CHECK(d[0].first.client_addr == "127.0.0.1");
-  CHECK(d[0].first.client_port == c.local_port());
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].allowed);
+  CHECK_FALSE(e[0].audit);
+  CHECK(e[0].rule == "network_policies.test.endpoints[0]");
+  CHECK(e[0].method == "CONNECT");
+  CHECK(e[0].host == "127.0.0.1");
+  CHECK(e[0].port == upstream.port());
+  CHECK(e[0].path.empty());
+  CHECK(e[0].binary == self_exe());  // identified through /proc: this very test executable
+  CHECK(e[0].pid == ::getpid());
+  CHECK(e[0].policy_version == 1);
+  CHECK(e[0].client_addr == "127.0.0.1");
+  CHECK(e[0].client_port == c.local_port());
   CHECK(eventually([&] { return p.proxy.active_connections() == 0; }));
 }
 
-TEST_CASE("CONNECT denied: 403 naming the rule and the reason, connection closed, deny reported") {
-  std::vector<Request> asked;
-  TestProxy p([&](const Request& r) {
-    asked.push_back(r);
-    return Decision{false, "default-deny", "no network_policies entry allows it"};
-  });
+TEST_CASE("an unknown host is denied: 403 JSON naming the rule, the reason and the policy version") {
+  TestProxy p(allow("api.example.com", 443), test_options(), 7);
   Client c(p.port());
   c.send(connect_line("evil.example:443"));
   Response r = read_response(c);
-  CHECK(r.status == 403);
   CHECK(contains(r.head, "HTTP/1.1 403 Forbidden\r\n"));
-  CHECK(contains(r.head, "Content-Type: text/plain"));
-  CHECK(contains(r.head, "Connection: close"));
-  CHECK(r.body ==
-        "bulwark: connection to evil.example:443 denied by policy rule \"default-deny\" (no network_policies entry "
-        "allows it)\n");
+  Json err = denial(r);
+  CHECK(err["rule"] == "bulwark:default-deny");
+  CHECK(err["policy_version"] == 7);
+  CHECK(err["message"] ==
+        "bulwark: CONNECT evil.example:443 denied by network policy version 7: no network_policies endpoint allows "
+        "evil.example:443");
 
-  auto d = p.decisions();
-  REQUIRE(d.size() == 1);
-  CHECK_FALSE(d[0].second.allow);
-  CHECK(d[0].second.rule == "default-deny");
-  CHECK(d[0].first.host == "evil.example");
-  CHECK(d[0].first.port == 443);
-  REQUIRE(asked.size() == 1);  // decided once; a denied name is never even resolved
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK_FALSE(e[0].allowed);
+  CHECK(e[0].rule == "bulwark:default-deny");
+  CHECK(e[0].host == "evil.example");
+  CHECK(e[0].port == 443);
+  CHECK(e[0].method == "CONNECT");
+  CHECK(e[0].binary == self_exe());
+  CHECK(e[0].policy_version == 7);
+  CHECK(e[0].reason == "no network_policies endpoint allows evil.example:443");
 }
 
 TEST_CASE("absolute-form GET allowed: upstream sees origin-form without Proxy-* headers; the client gets the "
           "response") {
   HttpServer upstream;
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  TestProxy p(allow("127.0.0.1", upstream.port()));
   std::string base = "http://127.0.0.1:" + std::to_string(upstream.port());
 
   Client c(p.port());
@@ -404,21 +690,23 @@ TEST_CASE("absolute-form GET allowed: upstream sees origin-form without Proxy-* 
   CHECK_FALSE(contains(got, "Proxy-"));
   CHECK_FALSE(contains(got, "keep-alive"));
 
-  auto d = p.decisions();
-  REQUIRE(d.size() == 1);
-  CHECK(d[0].first.method == "GET");
-  CHECK(d[0].first.path == "/path/x?q=1");
-  CHECK(d[0].first.port == upstream.port());
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].allowed);
+  CHECK(e[0].method == "GET");
+  CHECK(e[0].path == "/path/x?q=1");
+  CHECK(e[0].port == upstream.port());
 }
 
-TEST_CASE("a forwarded POST carries its body; interim 1xx responses pass through") {
+TEST_CASE("a forwarded POST carries its body; interim 1xx responses pass through; nothing rides behind it") {
   HttpServer upstream(
       "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
       "Keep-Alive: timeout=5\r\n\r\nok");
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  TestProxy p(allow("127.0.0.1", upstream.port()));
   Client c(p.port());
+  // A second request pipelined behind the first must not reach the upstream unjudged.
   c.send("POST http://127.0.0.1:" + std::to_string(upstream.port()) +
-         "/submit HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world");
+         "/submit HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello worldDELETE /x HTTP/1.1\r\n\r\n");
   CHECK(c.read_until("\r\n\r\n") == "HTTP/1.1 100 Continue\r\n\r\n");
   Response r = read_response(c);
   CHECK(r.status == 201);
@@ -431,96 +719,107 @@ TEST_CASE("a forwarded POST carries its body; interim 1xx responses pass through
 }
 
 TEST_CASE("an upstream that answers garbage or nothing gets the client a 502") {
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  HttpServer garbage("SSH-2.0-OpenSSH_9.2\r\n\r\n");
+  HttpServer silent("");
+  TestProxy p(compile("  test:\n    endpoints:\n      - { host: 127.0.0.1, ports: [" + std::to_string(garbage.port()) +
+                      ", " + std::to_string(silent.port()) + "] }\n    binaries: [{ path: \"" + self_exe() + "\" }]\n"));
   {
-    HttpServer upstream("SSH-2.0-OpenSSH_9.2\r\n\r\n");
     Client c(p.port());
-    c.send("GET http://127.0.0.1:" + std::to_string(upstream.port()) + "/ HTTP/1.1\r\n\r\n");
+    c.send("GET http://127.0.0.1:" + std::to_string(garbage.port()) + "/ HTTP/1.1\r\n\r\n");
     Response r = read_response(c);
     CHECK(r.status == 502);
     CHECK(contains(r.body, "sent a malformed response"));
   }
   {
-    HttpServer upstream("");
     Client c(p.port());
-    c.send("GET http://127.0.0.1:" + std::to_string(upstream.port()) + "/ HTTP/1.1\r\n\r\n");
+    c.send("GET http://127.0.0.1:" + std::to_string(silent.port()) + "/ HTTP/1.1\r\n\r\n");
     Response r = read_response(c);
     CHECK(r.status == 502);
     CHECK(contains(r.body, "closed the connection without sending a complete response"));
   }
 }
 
-TEST_CASE("loopback is blocked even when the policy allowed the host, unless its address is in allowed_ips") {
+TEST_CASE("loopback and metadata are blocked even when the policy allows the host, unless a rule names them") {
   EchoServer upstream;
   std::string port = std::to_string(upstream.port());
-  TestProxy p([](const Request&) {
-    Decision d{true, "allow-everything", "test", true, {"10.0.0.0/8"}};  // private allowed, loopback not listed
-    return d;
-  });
+  // localhost by name (its addresses are loopback), and a hostless endpoint for 10/8 only.
+  TestProxy p(compile("  test:\n    endpoints:\n      - { host: localhost, port: " + port +
+                      " }\n      - { ports: [" + port + ", 80], allowed_ips: [10.0.0.0/8] }\n    binaries: [{ path: \"" +
+                      self_exe() + "\" }]\n"));
 
   for (const std::string& authority : {"127.0.0.1:" + port, "[::1]:" + port, "localhost:" + port}) {
     CAPTURE(authority);
     Client c(p.port());
     c.send(connect_line(authority));
-    Response r = read_response(c);
-    CHECK(r.status == 403);
-    CHECK(contains(r.body, "denied by policy rule \"bulwark:always-blocked\""));
-    CHECK(contains(r.body, "is a loopback address, which is always blocked unless the policy lists it in allowed_ips"));
+    Json err = denial(read_response(c));
+    CHECK(err["rule"] == "bulwark:always-blocked");
+    CHECK(contains(err["message"].get<std::string>(),
+                   "is a loopback address, which is always blocked unless a rule names this address as its host"));
   }
   {
     Client c(p.port());
     c.send("GET http://127.0.0.1:" + port + "/ HTTP/1.1\r\n\r\n");  // forwarded requests too
-    Response r = read_response(c);
-    CHECK(r.status == 403);
-    CHECK(contains(r.body, "127.0.0.1 is a loopback address"));
+    Json err = denial(read_response(c));
+    CHECK(contains(err["message"].get<std::string>(), "127.0.0.1 is a loopback address"));
   }
   {
     Client c(p.port());
     c.send(connect_line("169.254.169.254:80"));
-    Response r = read_response(c);
-    CHECK(r.status == 403);
-    CHECK(contains(r.body, "169.254.169.254 is the cloud metadata service"));
+    Json err = denial(read_response(c));
+    CHECK(contains(err["message"].get<std::string>(), "169.254.169.254 is the cloud metadata service"));
   }
   CHECK(upstream.accepted == 0);  // never dialled
 
-  auto d = p.decisions();
-  REQUIRE(d.size() == 5);
-  for (const auto& [req, dec] : d) {
-    CAPTURE(req.host);
-    CHECK_FALSE(dec.allow);  // the enforced outcome is reported, not the overridden allow
-    CHECK(dec.rule == "bulwark:always-blocked");
+  auto e = p.events();
+  REQUIRE(e.size() == 5);
+  for (const auto& ev : e) {
+    CAPTURE(ev.host);
+    CHECK_FALSE(ev.allowed);  // the enforced outcome is reported, not the overridden allow
+    CHECK(ev.rule == "bulwark:always-blocked");
   }
-  CHECK(contains(d[2].second.reason, "localhost: "));
+  CHECK(contains(e[2].reason, "localhost: "));
+
+  // Naming the address in the rule is what lets it through.
+  TestProxy named(allow("127.0.0.1", upstream.port()));
+  Client c(named.port());
+  c.send(connect_line("127.0.0.1:" + port) + "x");
+  CHECK(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  CHECK(c.read_exact(1) == "x");
 }
 
 TEST_CASE("the proxy refuses to dial itself, even when its address is allowed") {
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  TestProxy p(allow("api.example.com", 443));
+  p.proxy.set_policy(allow("127.0.0.1", p.port()), 2);  // its port is known only now
   Client c(p.port());
   c.send(connect_line("127.0.0.1:" + std::to_string(p.port())));
-  Response r = read_response(c);
-  CHECK(r.status == 403);
-  CHECK(contains(r.body, "rule \"bulwark:proxy-loop\" (127.0.0.1:" + std::to_string(p.port()) +
-                             " is this egress proxy itself)"));
+  Json err = denial(read_response(c));
+  CHECK(err["rule"] == "bulwark:proxy-loop");
+  CHECK(contains(err["message"].get<std::string>(), "127.0.0.1:" + std::to_string(p.port()) + " is this egress proxy itself"));
 }
 
-TEST_CASE("private addresses are refused unless the decision sets allow_private") {
-  TestProxy p([](const Request&) { return Decision{true, "allow-host", "test"}; });
-  Client c(p.port());
-  c.send(connect_line("192.168.1.10:443"));
-  Response r = read_response(c);
-  CHECK(r.status == 403);
-  CHECK(contains(r.body, "rule \"bulwark:private-address\" (192.168.1.10 is a private address"));
-  auto d = p.decisions();
-  REQUIRE(d.size() == 1);
-  CHECK(d[0].second.rule == "bulwark:private-address");
+TEST_CASE("private addresses need the rule to name the host or the address") {
+  TestProxy p(compile("  test:\n    endpoints:\n      - { host: \"*.corp.example\", port: 443 }\n"
+                      "      - { port: 443, allowed_ips: [10.0.0.0/8] }\n    binaries: [{ path: \"" +
+                      self_exe() + "\" }]\n"));
+  {
+    Client c(p.port());
+    c.send(connect_line("192.168.1.10:443"));  // only the hostless 10/8 endpoint matches: outside it
+    Json err = denial(read_response(c));
+    CHECK(err["rule"] == "bulwark:private-address");
+    CHECK(contains(err["message"].get<std::string>(), "192.168.1.10 is a private address"));
+  }
+  {
+    Client c(p.port());
+    c.send(connect_line("11.0.0.1:443"));  // public, but a hostless endpoint allows only its allowed_ips
+    Json err = denial(read_response(c));
+    CHECK(err["rule"] == "bulwark:outside-allowed-ips");
+    CHECK(contains(err["message"].get<std::string>(),
+                   "11.0.0.1 is not in the allowed_ips of network_policies.test.endpoints[1]"));
+  }
 }
 
-TEST_CASE("malformed requests get 400 naming the fault; oversized heads get 431; no decision is asked") {
-  int asked = 0;
-  TestProxy p([&](const Request&) {
-    ++asked;
-    return allow_loopback();
-  });
+TEST_CASE("malformed requests get 400 naming the fault; oversized heads get 431; no event") {
+  TestProxy p(allow("h", 80));
   struct Case {
     std::string send;
     int status;
@@ -544,14 +843,15 @@ TEST_CASE("malformed requests get 400 naming the fault; oversized heads get 431;
     CHECK(contains(r.body, tc.says));
     CHECK(r.body.rfind("bulwark: ", 0) == 0);
   }
-  CHECK(asked == 0);
-  CHECK(p.decisions().empty());
+  CHECK(p.events().empty());
 }
 
 TEST_CASE("upstream connect failure and unresolvable names give 502 with the reason") {
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  uint16_t port = unused_port();
+  TestProxy p(compile("  test:\n    endpoints:\n      - { host: 127.0.0.1, port: " + std::to_string(port) +
+                      " }\n      - { host: does-not-exist.invalid, port: 443 }\n    binaries: [{ path: \"" + self_exe() +
+                      "\" }]\n"));
   {
-    uint16_t port = unused_port();
     Client c(p.port());
     c.send(connect_line("127.0.0.1:" + std::to_string(port)));
     Response r = read_response(c);
@@ -576,7 +876,7 @@ TEST_CASE("timeouts: a silent client, and an idle tunnel, are closed; traffic ke
   auto opts = test_options();
   opts.header_timeout = 300ms;
   opts.idle_timeout = 400ms;
-  TestProxy p([](const Request&) { return allow_loopback(); }, opts);
+  TestProxy p(allow("127.0.0.1", upstream.port()), opts);
   {
     Client c(p.port());
     c.send("CONNECT 127.0.0.1:");  // and then nothing
@@ -602,7 +902,7 @@ TEST_CASE("timeouts: a silent client, and an idle tunnel, are closed; traffic ke
   CHECK(eventually([&] { return p.proxy.active_connections() == 0; }));
 }
 
-TEST_CASE("200 concurrent CONNECT tunnels all work on the proxy's one thread") {
+TEST_CASE("200 concurrent CONNECT tunnels, each identified, all work on the proxy's one event loop") {
   constexpr int kTunnels = 200;
   // Each tunnel costs four descriptors in this process (client, proxy x2, echo server).
   rlimit lim{};
@@ -614,10 +914,10 @@ TEST_CASE("200 concurrent CONNECT tunnels all work on the proxy's one thread") {
   REQUIRE_MESSAGE(lim.rlim_cur >= 4 * kTunnels + 64, "RLIMIT_NOFILE too low for this test: ", lim.rlim_cur);
 
   EchoServer upstream;
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  TestProxy p(allow("127.0.0.1", upstream.port()));
   std::string authority = "127.0.0.1:" + std::to_string(upstream.port());
   {
-    // Warm up once so the resolver's helper thread exists before counting threads.
+    // Warm up once so every helper thread exists before counting threads.
     Client c(p.port());
     c.send(connect_line(authority));
     c.read_until("\r\n\r\n");
@@ -627,7 +927,7 @@ TEST_CASE("200 concurrent CONNECT tunnels all work on the proxy's one thread") {
 
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < kTunnels; ++i) {
-    clients.push_back(std::make_unique<Client>(p.port()));
+    clients.push_back(std::make_unique<Client>(p.port(), 30s));
     clients.back()->send(connect_line(authority));
   }
   for (auto& c : clients) CHECK(c->read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
@@ -638,7 +938,9 @@ TEST_CASE("200 concurrent CONNECT tunnels all work on the proxy's one thread") {
   for (int i = 0; i < kTunnels; ++i) clients[i]->send("tunnel " + std::to_string(i) + "\n");
   for (int i = 0; i < kTunnels; ++i) CHECK(clients[i]->read_until("\n") == "tunnel " + std::to_string(i) + "\n");
   CHECK(upstream.accepted == kTunnels + 1);
-  CHECK(p.decisions().size() == kTunnels + 1);
+  auto e = p.events();
+  CHECK(e.size() == kTunnels + 1);
+  CHECK(std::all_of(e.begin(), e.end(), [](const Event& ev) { return ev.allowed && ev.binary == self_exe(); }));
 
   clients.clear();
   CHECK(eventually([&] { return p.proxy.active_connections() == 0; }));
@@ -646,7 +948,7 @@ TEST_CASE("200 concurrent CONNECT tunnels all work on the proxy's one thread") {
 
 TEST_CASE("clients that vanish at any step leave no connection behind") {
   EchoServer upstream;
-  TestProxy p([](const Request&) { return allow_loopback(); });
+  TestProxy p(allow("127.0.0.1", upstream.port()));
   std::string authority = "127.0.0.1:" + std::to_string(upstream.port());
   auto reset = [](Client& c) {
     linger l{1, 0};  // close with a reset instead of a FIN
@@ -685,7 +987,7 @@ TEST_CASE("beyond max_connections new clients get 503") {
   EchoServer upstream;
   auto opts = test_options();
   opts.max_connections = 2;
-  TestProxy p([](const Request&) { return allow_loopback(); }, opts);
+  TestProxy p(allow("127.0.0.1", upstream.port()), opts);
   std::string authority = "127.0.0.1:" + std::to_string(upstream.port());
   Client a(p.port()), b(p.port());
   for (Client* c : {&a, &b}) {
@@ -698,13 +1000,10 @@ TEST_CASE("beyond max_connections new clients get 503") {
   CHECK(contains(r.body, "limit of 2 connections"));
 }
 
-TEST_CASE("the real curl works through the proxy, plain and tunnelled, and sees the 403") {
-  if (run("command -v curl").second != 0) FAIL("curl is not installed: install curl (scripts/install-deps does)");
+TEST_CASE("the real curl works through the proxy, plain and tunnelled, identified as curl") {
+  require_curl();
   HttpServer upstream;
-  TestProxy p([](const Request& r) {
-    if (r.host == "evil.example") return Decision{false, "default-deny", "no network_policies entry allows it"};
-    return allow_loopback();
-  });
+  TestProxy p(allow("127.0.0.1", upstream.port()));
   // --noproxy '' so a NO_PROXY in the environment cannot make curl bypass the proxy.
   std::string curl = "curl -sS --max-time 10 --noproxy '' -x http://127.0.0.1:" + std::to_string(p.port()) + " ";
   std::string url = "http://127.0.0.1:" + std::to_string(upstream.port());
@@ -717,7 +1016,8 @@ TEST_CASE("the real curl works through the proxy, plain and tunnelled, and sees 
   CHECK(tunnelled == "hello");
   auto [denied, code3] = run(curl + "-w ' status=%{http_code}' http://evil.example/");
   CHECK(code3 == 0);
-  CHECK(contains(denied, "bulwark: connection to evil.example:80 denied by policy rule \"default-deny\""));
+  CHECK(contains(denied, "\"code\":\"policy_denied\""));
+  CHECK(contains(denied, "denied by network policy version 1: no network_policies endpoint allows evil.example:80"));
   CHECK(contains(denied, "status=403"));
 
   auto reqs = upstream.requests();
@@ -725,40 +1025,36 @@ TEST_CASE("the real curl works through the proxy, plain and tunnelled, and sees 
   CHECK(reqs[0].rfind("GET /via-curl HTTP/1.1\r\n", 0) == 0);
   CHECK_FALSE(contains(reqs[0], "Proxy-"));
   CHECK(reqs[1].rfind("GET /via-connect HTTP/1.1\r\n", 0) == 0);
-  auto d = p.decisions();
-  REQUIRE(d.size() == 3);
-  CHECK(d[0].first.method == "GET");
-  CHECK(d[1].first.method == "CONNECT");
-  CHECK_FALSE(d[2].second.allow);
+  auto e = p.events();
+  REQUIRE(e.size() == 3);
+  CHECK(e[0].method == "GET");
+  CHECK(e[1].method == "CONNECT");
+  CHECK_FALSE(e[2].allowed);
+  CHECK(e[0].binary == "/usr/bin/curl");
+  CHECK(e[0].pid != ::getpid());
 }
 
-TEST_CASE("a throwing decision function denies; a throwing report callback does not break the proxy") {
+TEST_CASE("a throwing event callback does not break the proxy; a null policy is refused") {
   EchoServer upstream;
-  {
-    EgressProxy proxy(test_options(), [](const Request&) -> Decision { throw std::runtime_error("policy store gone"); },
-                      nullptr);
-    proxy.run_in_thread();
-    Client c(proxy.port());
-    c.send(connect_line("example.com:443"));
-    Response r = read_response(c);
-    CHECK(r.status == 403);
-    CHECK(contains(r.body, "rule \"bulwark:policy-error\" (the policy check failed: policy store gone)"));
-  }
-  {
-    EgressProxy proxy(test_options(), [](const Request&) { return allow_loopback(); },
-                      [](const Request&, const Decision&) { throw std::runtime_error("bus down"); });
-    proxy.run_in_thread();
-    Client c(proxy.port());
-    c.send(connect_line("127.0.0.1:" + std::to_string(upstream.port())));
-    CHECK(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
-    c.send("still\n");
-    CHECK(c.read_until("\n") == "still\n");
-  }
+  EgressProxy proxy(test_options(), allow("127.0.0.1", upstream.port()), 1,
+                    [](const Event&) { throw std::runtime_error("bus down"); });
+  proxy.run_in_thread();
+  Client c(proxy.port());
+  c.send(connect_line("127.0.0.1:" + std::to_string(upstream.port())));
+  CHECK(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  c.send("still\n");
+  CHECK(c.read_until("\n") == "still\n");
+  CHECK_THROWS_AS(EgressProxy(test_options(), nullptr, 1, nullptr), bulwark::Error);
+  CHECK_THROWS_AS(proxy.set_policy(nullptr, 2), bulwark::Error);
+  auto no_pid = test_options();
+  no_pid.agent_init_pid = 0;
+  CHECK_THROWS_WITH_AS(EgressProxy(no_pid, allow("h", 1), 1, nullptr),
+                       "the egress proxy needs the agent's init pid to identify callers", bulwark::Error);
 }
 
 TEST_CASE("stop() closes open tunnels and returns; setup errors name the address") {
   EchoServer upstream;
-  auto p = std::make_unique<TestProxy>([](const Request&) { return allow_loopback(); });
+  auto p = std::make_unique<TestProxy>(allow("127.0.0.1", upstream.port()));
   Client c(p->port());
   c.send(connect_line("127.0.0.1:" + std::to_string(upstream.port())));
   c.read_until("\r\n\r\n");
@@ -770,19 +1066,375 @@ TEST_CASE("stop() closes open tunnels and returns; setup errors name the address
   CHECK_THROWS_AS(p->proxy.run_in_thread(), bulwark::Error);
 
   // Never run: destroyed cleanly all the same.
-  { EgressProxy idle(test_options(), [](const Request&) { return Decision{}; }, nullptr); }
+  { EgressProxy idle(test_options(), allow("h", 1), 1, nullptr); }
 
   auto opts = test_options();
   opts.listen_address = "not-an-ip";
-  CHECK_THROWS_WITH_AS(EgressProxy(opts, [](const Request&) { return Decision{}; }, nullptr),
+  CHECK_THROWS_WITH_AS(EgressProxy(opts, allow("h", 1), 1, nullptr),
                        "egress proxy listen address \"not-an-ip\" is not an IP address", bulwark::Error);
   opts = test_options();
-  TestProxy other([](const Request&) { return Decision{}; });
+  TestProxy other(allow("h", 1));
   opts.listen_port = other.port();  // taken
   try {
-    EgressProxy clash(opts, [](const Request&) { return Decision{}; }, nullptr);
+    EgressProxy clash(opts, allow("h", 1), 1, nullptr);
     FAIL("binding a port in use should throw");
   } catch (const bulwark::Error& e) {
     CHECK(contains(e.what(), "egress proxy cannot listen on 127.0.0.1:" + std::to_string(other.port()) + ": bind: "));
   }
+}
+
+// --- who is calling -------------------------------------------------------------------------
+
+TEST_CASE("a binary the policy does not list is denied, naming the binary") {
+  EchoServer upstream;
+  TestProxy p(allow("127.0.0.1", upstream.port(), "", {"/usr/bin/curl"}));
+  Client c(p.port());
+  c.send(connect_line("127.0.0.1:" + std::to_string(upstream.port())));
+  Json err = denial(read_response(c));
+  CHECK(err["rule"] == "network_policies.test.endpoints[0]");
+  CHECK(contains(err["message"].get<std::string>(), "binary " + self_exe() + " is not allowed to reach 127.0.0.1:" +
+                                                         std::to_string(upstream.port()) +
+                                                         " by network_policies.test (binaries: /usr/bin/curl)"));
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK_FALSE(e[0].allowed);
+  CHECK(e[0].binary == self_exe());
+  CHECK(upstream.accepted == 0);
+}
+
+TEST_CASE("a caller that cannot be identified is denied") {
+  EchoServer upstream;
+  auto opts = test_options();
+  opts.identify = [](const asio::ip::tcp::endpoint&, const asio::ip::tcp::endpoint&) {
+    return Caller{0, {}, "test: not in the agent's TCP table", false};
+  };
+  TestProxy p(allow("127.0.0.1", upstream.port()), opts);
+  Client c(p.port());
+  c.send(connect_line("127.0.0.1:" + std::to_string(upstream.port())));
+  Json err = denial(read_response(c));
+  CHECK(err["rule"] == "bulwark:unidentified-caller");
+  CHECK(contains(err["message"].get<std::string>(),
+                 "cannot tell which program opened this connection: test: not in the agent's TCP table"));
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].binary.empty());
+  CHECK(upstream.accepted == 0);
+}
+
+TEST_CASE("a binary changed since its first use is denied (SHA-256 pinned through /proc/<pid>/exe)") {
+  require_curl();
+  HttpServer upstream;
+  fs::path dir = fs::temp_directory_path() / ("bulwark-proxy-pin-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::path copy = dir / "curl";
+  fs::copy_file("/usr/bin/curl", copy, fs::copy_options::overwrite_existing);
+  TestProxy p(allow("127.0.0.1", upstream.port(), "", {copy.string()}));
+  std::string cmd = copy.string() + " -sS --max-time 10 --noproxy '' -x http://127.0.0.1:" + std::to_string(p.port()) +
+                    " -w ' status=%{http_code}' http://127.0.0.1:" + std::to_string(upstream.port()) + "/x";
+
+  auto [first, code] = run(cmd);
+  CHECK(code == 0);
+  CHECK(first == "hello status=200");
+
+  std::ofstream(copy, std::ios::app | std::ios::binary) << "tampered";  // same path, other bytes
+  auto [second, code2] = run(cmd);
+  CHECK(code2 == 0);
+  CHECK(contains(second, "status=403"));
+  CHECK(contains(second, "\"rule\":\"bulwark:binary-changed\""));
+  CHECK(contains(second, "binary changed since first use: " + copy.string()));
+  CHECK(upstream.requests().size() == 1);
+  auto e = p.events();
+  REQUIRE(e.size() == 2);
+  CHECK(e[0].allowed);
+  CHECK(e[0].binary == copy.string());
+  CHECK_FALSE(e[1].allowed);
+  CHECK(e[1].rule == "bulwark:binary-changed");
+  fs::remove_all(dir);
+}
+
+// --- L7: method and path ----------------------------------------------------------------------
+
+TEST_CASE("plain http:// to a read-only endpoint: GET passes, POST gets 403 naming the rule") {
+  HttpServer upstream;
+  TestProxy p(allow("127.0.0.1", upstream.port(), "        protocol: rest\n        access: read-only\n"));
+  std::string base = "http://127.0.0.1:" + std::to_string(upstream.port());
+  {
+    Client c(p.port());
+    c.send("GET " + base + "/repos/x HTTP/1.1\r\n\r\n");
+    Response r = read_response(c);
+    CHECK(r.status == 200);
+    CHECK(r.body == "hello");
+  }
+  {
+    Client c(p.port());
+    c.send("POST " + base + "/repos/x HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody");
+    Json err = denial(read_response(c));
+    CHECK(err["rule"] == "network_policies.test.endpoints[0]");
+    CHECK(err["policy_version"] == 1);
+    CHECK(contains(err["message"].get<std::string>(),
+                   "POST /repos/x not permitted by network_policies.test.endpoints[0]: access read-only (GET, HEAD, "
+                   "OPTIONS) does not allow it"));
+  }
+  auto reqs = upstream.requests();
+  REQUIRE(reqs.size() == 1);  // the POST never left
+  CHECK(reqs[0].rfind("GET /repos/x HTTP/1.1\r\n", 0) == 0);
+  auto e = p.events();
+  REQUIRE(e.size() == 2);
+  CHECK(e[0].allowed);
+  CHECK(e[0].rule == "network_policies.test.endpoints[0].access=read-only");
+  CHECK(e[0].path == "/repos/x");
+  CHECK_FALSE(e[1].allowed);
+  CHECK(e[1].method == "POST");
+  CHECK(e[1].path == "/repos/x");
+  CHECK(e[1].binary == self_exe());
+}
+
+TEST_CASE("paths are judged and forwarded canonical: /repos/../admin is /admin") {
+  HttpServer upstream;
+  TestProxy p(allow("127.0.0.1", upstream.port(),
+                    "        protocol: rest\n        rules:\n          - allow: { method: GET, path: \"/repos/**\" }\n"));
+  std::string base = "http://127.0.0.1:" + std::to_string(upstream.port());
+  for (const char* disguise : {"/repos/../admin", "/repos/%2e%2e/admin", "/repos/..;/admin", "/repos/%2E%2E%2Fadmin"}) {
+    CAPTURE(disguise);
+    Client c(p.port());
+    c.send("GET " + base + disguise + " HTTP/1.1\r\n\r\n");
+    Json err = denial(read_response(c));
+    CHECK(err["rule"] == "network_policies.test.endpoints[0]");
+  }
+  {
+    Client c(p.port());
+    c.send("GET " + base + "/repos/a/./b//c?x=1 HTTP/1.1\r\n\r\n");
+    CHECK(read_response(c).status == 200);
+  }
+  auto reqs = upstream.requests();
+  REQUIRE(reqs.size() == 1);
+  CHECK(reqs[0].rfind("GET /repos/a/b/c?x=1 HTTP/1.1\r\n", 0) == 0);  // what was judged is what is sent
+  auto e = p.events();
+  REQUIRE(e.size() == 5);
+  CHECK(e[0].path == "/admin");
+  CHECK(e[4].path == "/repos/a/b/c");
+}
+
+TEST_CASE("enforcement: audit lets a violation through and reports it as an audit event") {
+  HttpServer upstream;
+  TestProxy p(compile("  test:\n    endpoints:\n      - host: 127.0.0.1\n        port: " +
+                      std::to_string(upstream.port()) +
+                      "\n        protocol: rest\n        enforcement: audit\n        access: read-only\n"
+                      "    binaries: [{ path: /usr/bin/wget }]\n"));
+  Client c(p.port());
+  c.send("POST http://127.0.0.1:" + std::to_string(upstream.port()) + "/x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+  Response r = read_response(c);
+  CHECK(r.status == 200);
+  REQUIRE(upstream.requests().size() == 1);
+  CHECK(upstream.requests()[0].rfind("POST /x HTTP/1.1\r\n", 0) == 0);
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].allowed);
+  CHECK(e[0].audit);
+  CHECK(e[0].rule == "network_policies.test.endpoints[0]");
+  CHECK(e[0].reason.rfind("enforcement: audit, would deny: POST /x not permitted", 0) == 0);
+
+  // At L4 too: the binary (this test, not wget) is let through, flagged.
+  EchoServer echo;
+  TestProxy l4(compile("  test:\n    endpoints:\n      - { host: 127.0.0.1, port: " + std::to_string(echo.port()) +
+                       ", enforcement: audit }\n    binaries: [{ path: /usr/bin/wget }]\n"));
+  Client t(l4.port());
+  t.send(connect_line("127.0.0.1:" + std::to_string(echo.port())));
+  CHECK(t.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  auto le = l4.events();
+  REQUIRE(le.size() == 1);
+  CHECK(le[0].allowed);
+  CHECK(le[0].audit);
+  CHECK(contains(le[0].reason, "binary " + self_exe() + " is not allowed"));
+}
+
+TEST_CASE("plain HTTP inside an inspected CONNECT: keep-alive, chunked bodies re-encoded, each request judged") {
+  KeepAliveServer upstream;
+  auto opts = test_options();
+  opts.ca = std::make_shared<SandboxCa>(SandboxCa::generate("proxy-test"));  // not used: the client speaks no TLS
+  TestProxy p(allow("127.0.0.1", upstream.port(),
+                    "        protocol: rest\n        rules:\n          - allow: { method: GET, path: \"/repos/**\" }\n"
+                    "          - allow: { method: POST, path: \"/repos/**\" }\n"),
+              opts);
+  Client c(p.port());
+  c.send(connect_line("127.0.0.1:" + std::to_string(upstream.port())));
+  CHECK(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  // Three requests at once (pipelined): the third is denied after the first two are answered.
+  c.send("POST /repos/a HTTP/1.1\r\nHost: whatever\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n"
+         "X-Trailer: 1\r\n\r\nGET /repos/b HTTP/1.1\r\nHost: whatever\r\n\r\nDELETE /repos/a HTTP/1.1\r\n\r\n");
+  Response one{c.read_until("ok POST /repos/a"), "", 200};
+  CHECK(contains(one.head, "HTTP/1.1 200 OK\r\n"));
+  CHECK(contains(c.read_until("ok GET /repos/b"), "HTTP/1.1 200 OK\r\n"));
+  Json err = denial(read_response(c));
+  CHECK(err["rule"] == "network_policies.test.endpoints[0]");
+  CHECK(contains(err["message"].get<std::string>(), "DELETE /repos/a not permitted"));
+
+  auto reqs = upstream.requests();
+  REQUIRE(reqs.size() == 2);
+  std::string host = "127.0.0.1:" + std::to_string(upstream.port());
+  CHECK(reqs[0] == "POST /repos/a HTTP/1.1\r\nHost: " + host +
+                       "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  CHECK(reqs[1] == "GET /repos/b HTTP/1.1\r\nHost: " + host + "\r\n\r\n");
+  CHECK(upstream.connections() == 1);
+  auto e = p.events();
+  REQUIRE(e.size() == 4);  // CONNECT, POST, GET, DELETE
+  CHECK(e[0].method == "CONNECT");
+  CHECK(e[3].method == "DELETE");
+  CHECK_FALSE(e[3].allowed);
+}
+
+// --- L7 inside TLS ----------------------------------------------------------------------------
+
+struct TlsSetup {
+  TestPki pki;
+  KeepAliveServer upstream{pki.server_ctx.get()};
+  std::shared_ptr<SandboxCa> ca = std::make_shared<SandboxCa>(SandboxCa::generate("proxy-test"));
+  EgressProxy::Options opts() const {
+    auto o = test_options();
+    o.ca = ca;
+    o.upstream_ca_file = pki.ca_file;
+    return o;
+  }
+  // By address: loopback is reachable only through a rule naming it as its host (and the
+  // certificates carry IP:127.0.0.1).
+  std::string authority() const { return "127.0.0.1:" + std::to_string(upstream.port()); }
+  // GET /repos/** allowed.
+  Engine policy(const std::string& rules = "          - allow: { method: GET, path: \"/repos/**\" }\n") const {
+    return allow("127.0.0.1", upstream.port(), "        protocol: rest\n        rules:\n" + rules);
+  }
+};
+
+TEST_CASE("TLS inspected: keep-alive requests are checked one by one; the second is denied while the first passed") {
+  TlsSetup s;
+  TestProxy p(s.policy(), s.opts());
+  Client c(p.port());
+  c.send(connect_line(s.authority()));
+  REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  TlsClient t(c.fd(), s.ca->cert(), "127.0.0.1");  // trusts only the sandbox CA
+  REQUIRE(t.ok);
+  CHECK(t.verify == X509_V_OK);
+
+  t.send("GET /repos/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  Response first = t.read_response();
+  CHECK(first.status == 200);
+  CHECK(first.body == "ok GET /repos/a");
+  t.send("POST /repos/a HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\nabc");
+  Json err = denial(t.read_response());
+  CHECK(err["rule"] == "network_policies.test.endpoints[0]");
+  CHECK(contains(err["message"].get<std::string>(), "POST /repos/a not permitted by network_policies.test.endpoints[0]"));
+  CHECK(t.ends());
+
+  auto reqs = s.upstream.requests();
+  REQUIRE(reqs.size() == 1);  // only the GET reached the upstream, re-encrypted
+  CHECK(reqs[0] == "GET /repos/a HTTP/1.1\r\nHost: " + s.authority() + "\r\n\r\n");
+  auto e = p.events();
+  REQUIRE(e.size() == 3);
+  CHECK(e[0].method == "CONNECT");
+  CHECK(e[1].allowed);
+  CHECK(e[1].rule == "network_policies.test.endpoints[0].rules[0]");
+  CHECK(e[1].path == "/repos/a");
+  CHECK_FALSE(e[2].allowed);
+  CHECK(e[2].method == "POST");
+  CHECK(e[2].binary == self_exe());
+}
+
+TEST_CASE("TLS inspected with the real curl: the sandbox CA is trusted, two URLs share one tunnel, the second is "
+          "denied") {
+  require_curl();
+  TlsSetup s;
+  TestProxy p(s.policy(), s.opts());
+  std::string ca_file = (s.pki.dir / "sandbox-ca.pem").string();
+  std::ofstream(ca_file) << s.ca->cert_pem();
+  std::string base = "https://" + s.authority();
+  auto [out, code] = run("curl -sS --max-time 10 --noproxy '' --cacert " + ca_file + " -x http://127.0.0.1:" +
+                         std::to_string(p.port()) + " -w ' status=%{http_code}\\n' " + base + "/repos/x " + base +
+                         "/admin");
+  CHECK(code == 0);
+  CHECK(contains(out, "ok GET /repos/x status=200\n"));
+  CHECK(contains(out, "status=403\n"));
+  CHECK(contains(out, "GET " + s.authority() + "/admin denied by network policy version 1"));
+  CHECK(s.upstream.connections() == 1);
+  CHECK(s.upstream.requests().size() == 1);
+}
+
+TEST_CASE("TLS inspected: an upstream certificate the proxy does not trust gets the client a 502") {
+  TlsSetup s;
+  auto opts = s.opts();
+  opts.upstream_ca_file = "";  // system roots only: the test CA is unknown
+  TestProxy p(s.policy(), opts);
+  Client c(p.port());
+  c.send(connect_line(s.authority()));
+  REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  TlsClient t(c.fd(), s.ca->cert(), "127.0.0.1");
+  REQUIRE(t.ok);
+  t.send("GET /repos/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  Response r = t.read_response();
+  CHECK(r.status == 502);
+  CHECK(contains(r.body, "bulwark: TLS to " + s.authority() + " failed: certificate verify failed"));
+  CHECK(s.upstream.requests().empty());
+}
+
+TEST_CASE("an inspected endpoint with no sandbox CA cannot be tunnelled: denied up front") {
+  TlsSetup s;
+  auto opts = s.opts();
+  opts.ca = nullptr;
+  TestProxy p(s.policy(), opts);
+  Client c(p.port());
+  c.send(connect_line(s.authority()));
+  Json err = denial(read_response(c));
+  CHECK(contains(err["message"].get<std::string>(), "needs TLS interception, and this proxy has no sandbox CA"));
+}
+
+// --- live policy changes ------------------------------------------------------------------------
+
+TEST_CASE("set_policy: new connections, the next request of an open inspected connection, and open tunnels") {
+  TlsSetup s;
+  EchoServer echo;
+  auto both = [&](const std::string& tls_rules) {
+    return compile("  test:\n    endpoints:\n      - host: 127.0.0.1\n        port: " +
+                   std::to_string(s.upstream.port()) + "\n        protocol: rest\n        rules:\n" + tls_rules +
+                   "      - { host: 127.0.0.1, port: " + std::to_string(echo.port()) + " }\n    binaries: [{ path: \"" +
+                   self_exe() + "\" }]\n");
+  };
+  TestProxy p(both("          - allow: { method: GET, path: \"/repos/**\" }\n"), s.opts(), 1);
+
+  // Open under version 1: an inspected keep-alive connection and a blind tunnel.
+  Client inspected(p.port());
+  inspected.send(connect_line(s.authority()));
+  REQUIRE(inspected.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  TlsClient t(inspected.fd(), s.ca->cert(), "127.0.0.1");
+  REQUIRE(t.ok);
+  t.send("GET /repos/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  CHECK(t.read_response().status == 200);
+  Client tunnel(p.port());
+  tunnel.send(connect_line("127.0.0.1:" + std::to_string(echo.port())) + "1");
+  REQUIRE(tunnel.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  CHECK(tunnel.read_exact(1) == "1");
+
+  // Version 2: GET only on /status, and the echo endpoint gone.
+  p.proxy.set_policy(allow("127.0.0.1", s.upstream.port(),
+                           "        protocol: rest\n        rules:\n"
+                           "          - allow: { method: GET, path: /status }\n"),
+                     2);
+  CHECK(p.proxy.policy_version() == 2);
+  CHECK(tunnel.read_to_eof().empty());  // the sweep closed the tunnel the new policy no longer allows
+
+  t.send("GET /repos/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");  // same connection, judged by version 2
+  Json err = denial(t.read_response());
+  CHECK(err["policy_version"] == 2);
+  CHECK(contains(err["message"].get<std::string>(), "denied by network policy version 2"));
+
+  Client fresh(p.port());
+  fresh.send(connect_line("127.0.0.1:" + std::to_string(echo.port())));
+  Json err2 = denial(read_response(fresh));
+  CHECK(err2["policy_version"] == 2);
+  CHECK(err2["rule"] == "bulwark:default-deny");
+
+  auto e = p.events();
+  auto closed = std::find_if(e.begin(), e.end(), [](const Event& ev) {
+    return !ev.allowed && contains(ev.reason, "no longer allows this open tunnel");
+  });
+  REQUIRE(closed != e.end());
+  CHECK(closed->policy_version == 2);
+  CHECK(closed->port == echo.port());
 }

@@ -190,8 +190,18 @@ std::optional<std::string> early_first_line_error(std::string_view buf) {
 }
 
 // Sets form, host, port, path from method and target.
-bool interpret_target(RequestHead* h, std::string* error) {
+bool interpret_target(RequestHead* h, RequestContext context, std::string* error) {
   const std::string& t = h->target;
+  const bool origin = context == RequestContext::kOrigin;
+  if (origin && h->method == "CONNECT") {
+    *error = "CONNECT inside an inspected tunnel is not accepted";
+    return false;
+  }
+  if (origin && t.front() == '/') {
+    h->form = TargetForm::kOrigin;
+    h->path = t;
+    return true;
+  }
   if (h->method == "CONNECT") {
     std::string why;
     auto a = parse_authority(t, 0, &why);
@@ -220,12 +230,16 @@ bool interpret_target(RequestHead* h, std::string* error) {
     return false;
   }
   std::string scheme = lower(std::string_view(t).substr(0, sep));
-  if (scheme == "https") {
+  if (origin && scheme != "http" && scheme != "https") {
+    *error = "unsupported URL scheme " + quote(scheme);
+    return false;
+  }
+  if (!origin && scheme == "https") {
     *error = "https:// URLs are not forwarded in plain text: use CONNECT (clients do so for https:// "
              "when given an http:// proxy URL)";
     return false;
   }
-  if (scheme != "http") {
+  if (!origin && scheme != "http") {
     *error = "unsupported URL scheme " + quote(scheme) + " (only http:// is forwarded; https:// goes through CONNECT)";
     return false;
   }
@@ -237,7 +251,7 @@ bool interpret_target(RequestHead* h, std::string* error) {
     return false;
   }
   std::string why;
-  auto a = parse_authority(authority, 80, &why);
+  auto a = parse_authority(authority, scheme == "https" ? 443 : 80, &why);
   if (!a) {
     *error = "URL " + quote(t) + ": " + why;
     return false;
@@ -318,7 +332,7 @@ size_t find_head_end(std::string_view buf, size_t from) {
   return std::string_view::npos;
 }
 
-RequestParse parse_request_head(std::string_view buf, size_t max_head_bytes) {
+RequestParse parse_request_head(std::string_view buf, size_t max_head_bytes, RequestContext context) {
   RequestParse r;
   RawHead raw;
   r.status = split_head(buf, max_head_bytes, &raw, &r.error);
@@ -335,7 +349,7 @@ RequestParse parse_request_head(std::string_view buf, size_t max_head_bytes) {
   }
   if (r.status == ParseStatus::kBad) return r;
   RequestHead& h = r.head;
-  if (!parse_request_line(raw.start_line, &h, &r.error) || !interpret_target(&h, &r.error)) {
+  if (!parse_request_line(raw.start_line, &h, &r.error) || !interpret_target(&h, context, &r.error)) {
     r.status = ParseStatus::kBad;
     return r;
   }

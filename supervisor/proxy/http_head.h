@@ -29,6 +29,17 @@ enum class ParseStatus {
 enum class TargetForm {
   kAuthority,  // CONNECT host:port
   kAbsolute,   // GET http://host:port/path
+  kOrigin,     // GET /path (only inside a tunnel the proxy inspects)
+};
+
+// Which request targets a head may carry.
+enum class RequestContext {
+  // Sent to the proxy: CONNECT host:port, or an absolute http:// URL.
+  kProxy,
+  // Sent through an inspected tunnel to the server the client believes it talks to: origin-form
+  // "/path?query", or an absolute http:// or https:// URL (its authority is filled in). CONNECT
+  // and "*" are refused: neither can be judged as a path.
+  kOrigin,
 };
 
 struct RequestHead {
@@ -37,9 +48,10 @@ struct RequestHead {
   int version_minor = 1;  // HTTP/1.<minor>; only 1.0 and 1.1 are accepted
   std::vector<HeaderField> headers;
   TargetForm form = TargetForm::kAuthority;
-  std::string host;   // lower-case; an IPv6 literal without its brackets
-  uint16_t port = 0;  // from the target; http:// without a port means 80
-  std::string path;   // absolute-form: origin-form path and query ("/" when empty); CONNECT: empty
+  std::string host;   // lower-case; an IPv6 literal without its brackets; empty for origin-form
+  uint16_t port = 0;  // from the target; http:// without a port means 80, https:// 443
+  // absolute-form: origin-form path and query ("/" when empty); origin-form: the target; CONNECT: empty
+  std::string path;
   size_t head_bytes = 0;  // bytes of the buffer the head took, blank line included
 
   // The first header of that name (case-insensitive), or nullptr.
@@ -56,7 +68,8 @@ struct RequestParse {
 // ClientHello sent eagerly after CONNECT) are left for the caller: they start at head.head_bytes.
 // Lines may end in CRLF or a bare LF. A first line that can already be seen to be wrong (binary
 // junk, TLS sent to a plain-HTTP proxy) is kBad before the head is complete.
-RequestParse parse_request_head(std::string_view buf, size_t max_head_bytes = kMaxHeadBytes);
+RequestParse parse_request_head(std::string_view buf, size_t max_head_bytes = kMaxHeadBytes,
+                                RequestContext context = RequestContext::kProxy);
 
 // Where the head ends (just past its blank line), or npos. The search for the newline before the
 // blank line starts at from - 1, so a reader that found no end in its first `old` bytes can pass

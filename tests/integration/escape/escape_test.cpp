@@ -178,13 +178,13 @@ std::vector<Attack> twins(const Place& p) {
   };
 }
 
-std::string network_policy(int allowed_port) {
+std::string network_policy(int allowed_port, const std::string& probe) {
   return "network_policies:\n"
          "  echo:\n"
          "    endpoints:\n"
          "      - { host: 127.0.0.1, port: " + std::to_string(allowed_port) + " }\n"
          "    binaries:\n"
-         "      - { path: /probe/bulwark-escape-probe }\n";
+         "      - { path: " + probe + " }\n";
 }
 
 void check_outcome(const Attack& a, int code, const std::string& out, bool positive) {
@@ -219,7 +219,7 @@ TEST_CASE("attack suite, standalone: the supervisor alone on this host denies an
                                 "  read_only: [/usr, /lib, /lib64, /bin, /sbin, /etc, /proc, /dev/urandom, "
                              << std::string(BULWARK_BIN_DIR) << ", " << suid_dir << "]\n"
                              << "  read_write: [" << rw << ", /dev/null]\n"
-                             << network_policy(loopback.port());
+                             << network_policy(loopback.port(), probe);
   Place p{secret_dir + "/token", rw, suid, "BULWARK_TEST_CRED_NAME", "cred-" + random_hex(12), host_ip(), any.port(),
           loopback.port(), std::to_string(::getpid()), rw + "/../secret/token", suid_dir + "/owned"};
   p.credential_name = "AGENT_TOKEN";
@@ -268,7 +268,7 @@ TEST_CASE("attack suite, podman: the same attempts in a container sandbox throug
                        "filesystem_policy:\n"
                        "  read_only: [/bin, /etc, /proc, /dev/urandom, /probe]\n"
                        "  read_write: [/tmp, /dev/null, /sandbox]\n" +
-                       network_policy(loopback.port());
+                       network_policy(loopback.port(), "/probe/bulwark-escape-probe");
 
   auto run = [&](const Attack& a, bool positive) {
     json command = json::array({"/probe/bulwark-escape-probe", a.name});
