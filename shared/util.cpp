@@ -61,8 +61,9 @@ bool is_dns_label(const std::string& s) {
   return true;
 }
 
-TempDir::TempDir(const std::string& prefix) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+TempDir::TempDir(const std::string& prefix, const std::string& base) {
+  std::filesystem::path parent = base.empty() ? std::filesystem::temp_directory_path() : std::filesystem::path(base);
+  std::string tmpl = (parent / (prefix + "-XXXXXX")).string();
   if (!::mkdtemp(tmpl.data())) throw Error(Code::kInternal, errno_text("mkdtemp " + tmpl, errno));
   path_ = tmpl;
 }

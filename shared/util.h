@@ -21,7 +21,8 @@ bool is_dns_label(const std::string& s);
 // it when destroyed. Throws Error with errno when it cannot be made.
 class TempDir {
  public:
-  explicit TempDir(const std::string& prefix = "bulwark");
+  // base: the parent directory; "" = the temp dir.
+  explicit TempDir(const std::string& prefix = "bulwark", const std::string& base = "");
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

@@ -25,6 +25,7 @@
 #include "supervisor/firewall.h"
 #include "supervisor/identity.h"
 #include "supervisor/landlock.h"
+#include "supervisor/mounts.h"
 #include "supervisor/seccomp.h"
 
 namespace bulwark::supervisor {
@@ -172,6 +173,14 @@ class EventOut {
   });
   step(report_fd, "mounts", [&] {
     sys(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0, "make / private");
+    // The host's /tmp, /run and /dev/shm (and their unix sockets) out of sight; the policy's
+    // paths beneath them stay.
+    const auto& fs = o.policy.has_filesystem ? o.policy.filesystem : default_filesystem_policy();
+    std::vector<std::string> keep = fs.read_only;
+    keep.insert(keep.end(), fs.read_write.begin(), fs.read_write.end());
+    keep.insert(keep.end(), o.extra_read_only.begin(), o.extra_read_only.end());
+    if (fs.include_workdir) keep.push_back(o.workdir);
+    hide_shared_dirs(keep);
     sys(::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0, "mount /proc for the agent's PID namespace");
     sys(::sethostname("sandbox", 7) == 0, "sethostname");
   });

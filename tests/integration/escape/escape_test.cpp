@@ -3,6 +3,7 @@
 // container through the whole suite. Each must be denied with its precise error and logged;
 // each positive twin must work. docs/security.md maps every layer to these cases.
 #include <doctest/doctest.h>
+#include <sys/un.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -106,6 +107,8 @@ struct Place {
   std::string supervisor_pid;
   std::string dotdot_secret;  // the secret reached through the writable dir and ".."
   std::string owned_read_only;  // a file the agent's uid owns, in a read_only directory
+  std::string host_socket;      // a listening unix socket in the host's /tmp (outside the policy)
+  std::string host_tmp_file;    // a file in the host's /tmp
 };
 
 std::vector<Attack> attacks(const Place& p) {
@@ -158,6 +161,8 @@ std::vector<Attack> attacks(const Place& p) {
       {"dns-public", {}, "denied: direct udp to 8.8.8.8:53"},
       {"dns-host-resolver", {}, "denied: direct udp"},
       {"host-loopback", {std::to_string(p.loopback_port)}},  // never leaves the agent's namespace
+      // The host's /tmp is covered by the sandbox's own (Landlock cannot stop a connect()).
+      {"unix-socket-outside", {p.host_socket}},
       {"supervisor-side-port", {std::to_string(p.any_port)}, "denied: direct tcp"},
       {"proxy-denies-host", {"evil.example:443"}, "denied: proxy CONNECT evil.example:443"},
   };
@@ -169,6 +174,7 @@ std::vector<Attack> attacks(const Place& p) {
 std::vector<Attack> twins(const Place& p) {
   return {
       {"ok-write-workdir", {p.writable}},
+      {"ok-tmp-private", {p.host_tmp_file}},
       {"ok-read-etc", {}},
       {"ok-fork-thread", {}},
       {"ok-sockets", {}},
@@ -200,8 +206,21 @@ void check_outcome(const Attack& a, int code, const std::string& out, bool posit
 
 TEST_CASE("attack suite, standalone: the supervisor alone on this host denies and logs every attempt") {
   require_binary("nft", "nftables");
-  TempDir dir("bulwark-escape");
+  // Not under /tmp: the sandbox covers the host's /tmp, and these must stay where they are.
+  TempDir dir("bulwark-escape", "/var/lib");
   ::chmod(dir.path().c_str(), 0755);  // the agent (uid 1000) must traverse to its writable dir
+  // In the host's /tmp: a unix socket with a listener and a file, both out of the agent's sight.
+  TempDir host_tmp("bulwark-escape-host");
+  ::chmod(host_tmp.path().c_str(), 0755);
+  std::string host_socket = host_tmp.file("agent-must-not-reach.sock");
+  Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::snprintf(sun.sun_path, sizeof sun.sun_path, "%s", host_socket.c_str());
+  REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0);
+  REQUIRE(::listen(listener.get(), 8) == 0);
+  ::chmod(host_socket.c_str(), 0777);
+  std::ofstream(host_tmp.file("marker")) << "host\n";
   std::string rw = dir.file("rw"), secret_dir = dir.file("secret"), suid_dir = dir.file("suid");
   for (const auto& d : {rw, secret_dir, suid_dir}) ::mkdir(d.c_str(), 0755);
   ::chmod(rw.c_str(), 0777);
@@ -218,10 +237,11 @@ TEST_CASE("attack suite, standalone: the supervisor alone on this host denies an
                                 "filesystem_policy:\n"
                                 "  read_only: [/usr, /lib, /lib64, /bin, /sbin, /etc, /proc, /dev/urandom, "
                              << std::string(BULWARK_BIN_DIR) << ", " << suid_dir << "]\n"
-                             << "  read_write: [" << rw << ", /dev/null]\n"
+                             << "  read_write: [" << rw << ", /dev/null, /tmp]\n"
                              << network_policy(loopback.port(), probe);
   Place p{secret_dir + "/token", rw, suid, "BULWARK_TEST_CRED_NAME", "cred-" + random_hex(12), host_ip(), any.port(),
-          loopback.port(), std::to_string(::getpid()), rw + "/../secret/token", suid_dir + "/owned"};
+          loopback.port(), std::to_string(::getpid()), rw + "/../secret/token", suid_dir + "/owned", host_socket,
+          host_tmp.file("marker")};
   p.credential_name = "AGENT_TOKEN";
   std::ofstream(p.owned_read_only) << "read-only\n";
   REQUIRE(::chown(p.owned_read_only.c_str(), 1000, 1000) == 0);
@@ -256,14 +276,16 @@ TEST_CASE("attack suite, podman: the same attempts in a container sandbox throug
                     "cp " + bin("bulwark-escape-probe") + " " + root + "/probe/bulwark-escape-probe; cp " +
                     bin("bulwark-escape-probe") + " " + root + "/probe/suid-probe; chmod 4755 " + root + "/probe/suid-probe; " +
                     "echo container-secret > " + root + "/secret/token; chown 1000:1000 " + root + "/secret/token; chmod 600 " + root +
-                    "/secret/token; echo read-only > " + root + "/probe/owned; chown 1000:1000 " + root + "/probe/owned; " +
+                    "/secret/token; echo image > " + root + "/tmp/image-marker; echo read-only > " + root + "/probe/owned; chown 1000:1000 " + root + "/probe/owned; " +
                     "tar -C " + root + " -c . | podman import - localhost/bulwark/escape:test >/dev/null";
   REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "building the escape image failed");
 
   Suite suite;
   EchoServer loopback("127.0.0.1"), any("0.0.0.0");
-  Place p{"/secret/token", "/tmp", "/probe/suid-probe", "AGENT_TOKEN", "cred-" + random_hex(12), host_ip(), any.port(),
-          loopback.port(), std::to_string(::getpid()), "/tmp/../secret/token", "/probe/owned"};
+  // /sandbox, not /tmp: /tmp is the sandbox's own tmpfs, another filesystem than /secret.
+  Place p{"/secret/token", "/sandbox", "/probe/suid-probe", "AGENT_TOKEN", "cred-" + random_hex(12), host_ip(), any.port(),
+          loopback.port(), std::to_string(::getpid()), "/sandbox/../secret/token", "/probe/owned",
+          "/run/agent-must-not-reach.sock", "/tmp/image-marker"};
   std::string policy = "version: 1\n"
                        "filesystem_policy:\n"
                        "  read_only: [/bin, /etc, /proc, /dev/urandom, /probe]\n"

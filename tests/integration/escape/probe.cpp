@@ -5,6 +5,7 @@
 // twins: exit 0 and "OK name" when the allowed path works.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <sys/un.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/io_uring.h>
@@ -359,6 +360,17 @@ const std::map<std::string, Probe>& probes() {
       {"direct-connect", [](const auto& a) { expect_errno(tcp_connect(arg(a, 0), std::atoi(arg(a, 1).c_str())), ECONNREFUSED, "connect to " + arg(a, 0) + ":" + arg(a, 1) + " without the proxy"); }},
       {"dns-public", [](const auto&) { udp_dns("8.8.8.8"); }},
       {"dns-host-resolver", [](const auto&) { udp_dns(first_nameserver()); }},
+      // arg 0: a path-named unix socket with a listener, outside the policy's paths.
+      {"unix-socket-outside", [](const auto& a) {
+         int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+         if (fd < 0) unexpected("socket(AF_UNIX): " + err(errno));
+         sockaddr_un addr{};
+         addr.sun_family = AF_UNIX;
+         std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", arg(a, 0).c_str());
+         int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+         ::close(fd);
+         expect_errno(rc, ENOENT, "connect to the unix socket " + arg(a, 0));
+       }},
       {"host-loopback", [](const auto& a) { expect_errno(tcp_connect("127.0.0.1", std::atoi(arg(a, 0).c_str())), ECONNREFUSED, "connect to the host's 127.0.0.1:" + arg(a, 0)); }},
       {"supervisor-side-port", [](const auto& a) {
          auto [ip, port] = proxy_addr();
@@ -383,6 +395,16 @@ const std::map<std::string, Probe>& probes() {
          unexpected("x32 child ended with status " + std::to_string(st));
        }},
       // ---- positive twins: what the policy allows still works
+      // /tmp is the sandbox's own: writable, and a file the host put in its /tmp (arg 0) is not there.
+      {"ok-tmp-private", [](const auto& a) {
+         int fd = ::open("/tmp/bulwark-twin", O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+         if (fd < 0 || ::write(fd, "ok", 2) != 2) unexpected("write /tmp/bulwark-twin: " + err(errno));
+         ::close(fd);
+         struct stat st {};
+         if (::stat(arg(a, 0).c_str(), &st) == 0) unexpected("the host's " + arg(a, 0) + " is visible");
+         if (errno != ENOENT) unexpected("stat " + arg(a, 0) + ": " + err(errno));
+         ok("/tmp is private and writable");
+       }},
       {"ok-write-workdir", [](const auto& a) {
          std::string p = arg(a, 0) + "/ok-file";
          int fd = ::open(p.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
