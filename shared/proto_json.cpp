@@ -108,6 +108,9 @@ void json_to_message(const std::string& body, google::protobuf::Message* out) {
 std::string message_to_json(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;
+  // false, 0 and "" are printed too: a client reading "valid" or "exit_code" must not have to
+  // know that proto3 leaves defaults out.
+  opts.always_print_primitive_fields = true;
   std::string out;
   auto st = google::protobuf::util::MessageToJsonString(m, &out, opts);
   if (!st.ok()) throw Error(Code::kInternal, "cannot encode " + m.GetTypeName() + " as JSON: " + std::string(st.message()));
