@@ -146,3 +146,51 @@ TEST_CASE("bulwark sandbox create --policy: the gateway refuses a bad one at its
   CHECK_MESSAGE(has(r.out, "EXITED"), r.out, r.err);
   CHECK_MESSAGE(has(r.out, "\nhi\n"), r.out, r.err);
 }
+
+TEST_CASE("bulwark policy set/update/get/list change a running sandbox's policy; logs --denials shows refusals") {
+  Suite suite;
+  TempDir dir;
+  std::string good = write_file(dir, "good.yaml", kGoodPolicy);
+  // The agent tries an address the policy does not allow, then idles.
+  auto r = bulwark_cli({"sandbox", "create", "--name", "live", "--policy", good, "-d", "--", "sh", "-c",
+                        "wget -O /dev/null http://blocked.example/ ; sleep 600"},
+                       suite.gateway_url());
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+
+  std::string v2 = write_file(dir, "v2.yaml", kGoodPolicy + "network_policies:\n  web:\n    endpoints:\n"
+                                                            "      - { host: example.com, port: 443 }\n"
+                                                            "    binaries:\n      - { path: /bin/busybox }\n");
+  auto set = bulwark_cli({"policy", "set", "live", "--policy", v2, "--wait", "--timeout", "20"}, suite.gateway_url());
+  CHECK_MESSAGE(set.code == 0, set.err);
+  CHECK_MESSAGE(has(set.out, "policy version 2 stored, enforced"), set.out);
+
+  auto dry = bulwark_cli({"policy", "update", "live", "--add-endpoint", "api.example.com:443:read-only", "--binary",
+                          "/bin/busybox", "--dry-run"},
+                         suite.gateway_url());
+  CHECK_MESSAGE(dry.code == 0, dry.err);
+  CHECK_MESSAGE(has(dry.out, "api.example.com"), dry.out);
+  auto upd = bulwark_cli({"policy", "update", "live", "--add-endpoint", "api.example.com:443:read-only", "--binary",
+                          "/bin/busybox", "--wait"},
+                         suite.gateway_url());
+  CHECK_MESSAGE(upd.code == 0, upd.err);
+  CHECK_MESSAGE(has(upd.out, "policy version 3 stored, enforced"), upd.out);
+  auto bad = bulwark_cli({"policy", "update", "live", "--add-allow", "api.example.com:443:GET"}, suite.gateway_url());
+  CHECK(bad.code == 2);
+  CHECK_MESSAGE(has(bad.err, "--add-allow"), bad.err);
+
+  auto list = bulwark_cli({"policy", "list", "live"}, suite.gateway_url());
+  CHECK(list.code == 0);
+  CHECK_MESSAGE(has(list.out, "VERSION"), list.out);
+  CHECK_MESSAGE(has(list.out, "\n3 "), list.out);
+  auto get = bulwark_cli({"policy", "get", "live", "--rev", "1"}, suite.gateway_url());
+  CHECK(get.code == 0);
+  CHECK(get.out == kGoodPolicy);
+
+  // The agent's wget was refused by the proxy: a structured denial, shown by --denials.
+  bool seen = wait_until([&] {
+    auto d = bulwark_cli({"sandbox", "logs", "live", "--denials"}, suite.gateway_url());
+    return d.code == 0 && has(d.out, "blocked.example:80") && has(d.out, "proxy");
+  }, std::chrono::seconds(20));
+  CHECK_MESSAGE(seen, bulwark_cli({"sandbox", "logs", "live"}, suite.gateway_url()).out);
+  bulwark_cli({"sandbox", "delete", "live"}, suite.gateway_url());
+}
