@@ -10,9 +10,22 @@ namespace bulwark::supervisor {
 
 Session::Session(const std::string& nats_url, std::string sandbox_id, std::chrono::milliseconds connect_timeout)
     : sandbox_id_(std::move(sandbox_id)),
-      bus_(Bus::connect({nats_url, "bulwark-supervisor-" + sandbox_id_, connect_timeout})) {}
+      bus_(Bus::connect({nats_url, "bulwark-supervisor-" + sandbox_id_, connect_timeout})),
+      publisher_([this] { publisher(); }) {}
+
+Session::~Session() { stop_publisher(); }
+
+void Session::stop_publisher() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  if (publisher_.joinable()) publisher_.join();
+}
 
 void Session::report(int kind, int exit_code, const std::string& reason, const v1::Confinement* c) {
+  flush_lines(std::chrono::seconds(10));  // the lines the agent wrote before the report, first
   v1::StateReport r;
   r.set_sandbox_id(sandbox_id_);
   r.set_source(v1::SOURCE_SUPERVISOR);
@@ -38,7 +51,7 @@ void Session::log_line(const std::string& stream, const std::string& line) {
   v1::LogLine l;
   l.set_stream(stream);
   l.set_line(line);
-  publish_log(l);
+  publish_log(l, true);
 }
 
 void Session::denial(const v1::Denial& d, const std::string& line) {
@@ -46,21 +59,59 @@ void Session::denial(const v1::Denial& d, const std::string& line) {
   l.set_stream("denial");
   l.set_line(line);
   *l.mutable_denial() = d;
-  publish_log(l);
+  publish_log(l, false);
 }
 
-void Session::publish_log(v1::LogLine& l) {
+void Session::publish_log(v1::LogLine& l, bool may_wait) {
   l.set_sandbox_id(sandbox_id_);
   *l.mutable_at() = now_timestamp();
-  try {
-    bus_->js_publish(subjects::sandbox_logs(sandbox_id_), l);
-  } catch (const Error& e) {
-    // Output is also on the workload's own stdout (podman logs); losing the relayed copy must not
-    // stop the agent.
-    spdlog::warn("log line not relayed: {}", e.what());
+  std::unique_lock lock(mu_);
+  if (may_wait) changed_.wait(lock, [&] { return queue_.size() < kMaxQueuedLines || stopping_; });
+  if (stopping_) return;  // closed: nothing is published any more
+  if (queue_.size() >= kMaxQueuedLines) {
+    if (dropped_++ % 1000 == 0)
+      spdlog::warn("log line not relayed: {} lines queued for NATS ({} dropped so far)", queue_.size(), dropped_);
+    return;
+  }
+  queue_.push_back(std::move(l));
+  changed_.notify_all();
+}
+
+void Session::publisher() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    changed_.wait(lock, [&] { return !queue_.empty() || stopping_; });
+    if (stopping_) {  // close() gave the queue its time already; the destructor does not wait
+      if (!queue_.empty()) spdlog::warn("{} log lines not relayed: the session is closing", queue_.size());
+      return;
+    }
+    v1::LogLine l = std::move(queue_.front());
+    queue_.pop_front();
+    publishing_ = true;
+    changed_.notify_all();  // room for a waiting log_line
+    lock.unlock();
+    try {
+      bus_->js_publish(subjects::sandbox_logs(sandbox_id_), l);
+    } catch (const Error& e) {
+      // Output is also on the workload's own stdout (podman logs); losing the relayed copy must
+      // not stop the agent.
+      spdlog::warn("log line not relayed: {}", e.what());
+    }
+    lock.lock();
+    publishing_ = false;
+    changed_.notify_all();
   }
 }
 
-void Session::close() { bus_->drain(); }
+void Session::flush_lines(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  changed_.wait_for(lock, timeout, [&] { return queue_.empty() && !publishing_; });
+}
+
+void Session::close() {
+  flush_lines(std::chrono::seconds(10));
+  stop_publisher();
+  bus_->drain();
+}
 
 }  // namespace bulwark::supervisor
