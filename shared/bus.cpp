@@ -102,6 +102,9 @@ std::unique_ptr<Bus> Bus::connect(const Options& opts) {
   natsOptions_SetMaxReconnect(o.get(), -1);  // never give up once connected
   natsOptions_SetReconnectWait(o.get(), 250);
   natsOptions_SetTimeout(o.get(), 2000);
+  // Send each message at once instead of letting libnats hold it ~1 ms for batching: every
+  // request, reply and ack of the control plane is on someone's critical path.
+  natsOptions_SetSendAsap(o.get(), true);
   natsOptions_SetDisconnectedCB(o.get(), on_disconnected, nullptr);
   natsOptions_SetReconnectedCB(o.get(), on_reconnected, nullptr);
 
