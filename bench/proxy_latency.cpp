@@ -49,6 +49,7 @@
 #include "shared/util.h"
 #include "supervisor/proxy/egress_proxy.h"
 #include "supervisor/proxy/sandbox_ca.h"
+#include "tests/support/test_pki.h"
 
 using namespace bulwark;
 using namespace bulwark::proxy;
@@ -69,57 +70,6 @@ using BioPtr = std::unique_ptr<BIO, OsslFree<BIO_free_all>>;
 void check(bool ok, const std::string& what) {
   if (!ok) throw std::runtime_error(what);
 }
-
-// --- a test PKI for the HTTPS upstream (the "operator's CA", given to the proxy as upstream_ca_file)
-
-X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key,
-                  const std::vector<std::pair<int, std::string>>& exts) {
-  static long serial = 1;
-  X509Ptr x(X509_new());
-  check(x != nullptr, "X509_new");
-  X509_set_version(x.get(), 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x.get()), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x.get()), 86400);
-  X509_set_pubkey(x.get(), key);
-  X509_NAME* name = X509_get_subject_name(x.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
-  X509_set_issuer_name(x.get(), issuer ? X509_get_subject_name(issuer) : name);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer ? issuer : x.get(), x.get(), nullptr, nullptr, 0);
-  for (const auto& [nid, value] : exts) {
-    X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-    check(e != nullptr, "X509V3_EXT_conf_nid " + value);
-    X509_add_ext(x.get(), e, -1);
-    X509_EXTENSION_free(e);
-  }
-  check(X509_sign(x.get(), issuer_key ? issuer_key : key, EVP_sha256()) > 0, "X509_sign");
-  return x;
-}
-
-struct TestPki {
-  explicit TestPki(const std::string& dir) {
-    ca_key.reset(EVP_EC_gen("P-256"));
-    leaf_key.reset(EVP_EC_gen("P-256"));
-    check(ca_key && leaf_key, "EVP_EC_gen");
-    ca = make_cert(ca_key.get(), "Bulwark bench upstream CA", nullptr, nullptr,
-                   {{NID_basic_constraints, "critical,CA:TRUE"}, {NID_key_usage, "critical,keyCertSign,cRLSign"}});
-    leaf = make_cert(leaf_key.get(), "localhost", ca.get(), ca_key.get(),
-                     {{NID_basic_constraints, "CA:FALSE"},
-                      {NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
-                      {NID_ext_key_usage, "serverAuth"}});
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    PEM_write_bio_X509(bio.get(), ca.get());
-    char* data = nullptr;
-    long n = BIO_get_mem_data(bio.get(), &data);
-    ca_file = dir + "/upstream-ca.pem";
-    std::ofstream(ca_file) << std::string(data, static_cast<size_t>(n));
-  }
-  PkeyPtr ca_key, leaf_key;
-  X509Ptr ca, leaf;
-  std::string ca_file;
-};
 
 // A client TLS context trusting only `ca` (the test CA for direct HTTPS, the sandbox CA through
 // the proxy). No session cache: every fresh connection pays a full handshake, either way.
@@ -364,7 +314,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   try {
     TempDir dir("bulwark-bench-proxy");
-    TestPki pki(dir.path());
+    bulwark::testing::TestPki pki("Bulwark bench upstream CA");
 
     Upstream<httplib::Server> l7_server, l4_server;  // identical servers: one per endpoint kind
     Upstream<httplib::SSLServer> tls_server(pki.leaf.get(), pki.leaf_key.get());

@@ -320,13 +320,23 @@ class Editor {
     return eps[hits[0]];
   }
 
-  void add_rule(const std::string& given_key, const std::string& host, uint32_t port, const std::string& rule_yaml,
-                bool deny, const std::string& at) {
+  // What add_rule and remove_rule work on: the entry's key, the endpoint and the parsed rule.
+  struct RuleTarget {
+    std::string key;
+    Node ep, rule;
+    const char* list_key;
+  };
+  RuleTarget rule_target(const std::string& given_key, const std::string& host, uint32_t port,
+                         const std::string& rule_yaml, bool deny, const std::string& at) {
     const std::string key = resolve_key(given_key, host, port, at);
     Node np = existing(key, at);
-    Node ep = endpoint(np, key, host, port, at);
-    Node rule = snippet(rule_yaml, at + ".rule_yaml", "{method: GET, path: /repos/**}");
-    const char* list_key = deny ? "deny_rules" : "rules";
+    return {key, endpoint(np, key, host, port, at), snippet(rule_yaml, at + ".rule_yaml", "{method: GET, path: /repos/**}"),
+            deny ? "deny_rules" : "rules"};
+  }
+
+  void add_rule(const std::string& given_key, const std::string& host, uint32_t port, const std::string& rule_yaml,
+                bool deny, const std::string& at) {
+    auto [key, ep, rule, list_key] = rule_target(given_key, host, port, rule_yaml, deny, at);
     // An allow rule sits under `- allow:`, a deny rule is the list item itself. (Never assign to
     // a yaml-cpp Node that refers into a tree: that rewrites the tree; reset() rebinds.)
     Node entry(YAML::NodeType::Map);
@@ -347,11 +357,7 @@ class Editor {
 
   void remove_rule(const std::string& given_key, const std::string& host, uint32_t port, const std::string& rule_yaml,
                    bool deny, const std::string& at) {
-    const std::string key = resolve_key(given_key, host, port, at);
-    Node np = existing(key, at);
-    Node ep = endpoint(np, key, host, port, at);
-    Node rule = snippet(rule_yaml, at + ".rule_yaml", "{method: GET, path: /repos/**}");
-    const char* list_key = deny ? "deny_rules" : "rules";
+    auto [key, ep, rule, list_key] = rule_target(given_key, host, port, rule_yaml, deny, at);
     Node rules = field(ep, list_key);
     std::set<size_t> drop;
     for (size_t i = 0; rules && rules.IsSequence() && i < rules.size(); ++i) {

@@ -34,9 +34,11 @@
 #include "shared/policy_engine.h"
 #include "shared/process.h"
 #include "supervisor/proxy/sandbox_ca.h"
+#include "tests/support/test_pki.h"
 
 using namespace bulwark::proxy;
 using bulwark::Fd;
+using bulwark::testing::TestPki;
 using Engine = std::shared_ptr<const bulwark::policy::CompiledPolicy>;
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
@@ -259,67 +261,6 @@ using SslCtxPtr = std::unique_ptr<SSL_CTX, OsslFree<SSL_CTX_free>>;
 using X509Ptr = std::unique_ptr<X509, OsslFree<X509_free>>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslFree<EVP_PKEY_free>>;
 using BioPtr = std::unique_ptr<BIO, OsslFree<BIO_free_all>>;
-
-X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key,
-                  const std::vector<std::pair<int, std::string>>& exts) {
-  static std::atomic<long> serial{1};
-  X509Ptr x(X509_new());
-  REQUIRE(x);
-  X509_set_version(x.get(), 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x.get()), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x.get()), 86400);
-  X509_set_pubkey(x.get(), key);
-  X509_NAME* name = X509_get_subject_name(x.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
-  X509_set_issuer_name(x.get(), issuer ? X509_get_subject_name(issuer) : name);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer ? issuer : x.get(), x.get(), nullptr, nullptr, 0);
-  for (const auto& [nid, value] : exts) {
-    X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-    REQUIRE(e);
-    X509_add_ext(x.get(), e, -1);
-    X509_EXTENSION_free(e);
-  }
-  REQUIRE(X509_sign(x.get(), issuer_key ? issuer_key : key, EVP_sha256()) > 0);
-  return x;
-}
-
-// An operator's CA (written to a file, as --upstream-ca would name it) and a server certificate
-// it signed for localhost and 127.0.0.1.
-struct TestPki {
-  TestPki() {
-    PkeyPtr ca_key(EVP_EC_gen("P-256")), leaf_key(EVP_EC_gen("P-256"));
-    REQUIRE(ca_key);
-    REQUIRE(leaf_key);
-    X509Ptr ca = make_cert(ca_key.get(), "Bulwark test upstream CA", nullptr, nullptr,
-                           {{NID_basic_constraints, "critical,CA:TRUE"}, {NID_key_usage, "critical,keyCertSign,cRLSign"}});
-    X509Ptr leaf = make_cert(leaf_key.get(), "localhost", ca.get(), ca_key.get(),
-                             {{NID_basic_constraints, "CA:FALSE"},
-                              {NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
-                              {NID_ext_key_usage, "serverAuth"}});
-    server_ctx.reset(SSL_CTX_new(TLS_server_method()));
-    REQUIRE(SSL_CTX_use_certificate(server_ctx.get(), leaf.get()) == 1);
-    REQUIRE(SSL_CTX_use_PrivateKey(server_ctx.get(), leaf_key.get()) == 1);
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    PEM_write_bio_X509(bio.get(), ca.get());
-    char* data = nullptr;
-    long n = BIO_get_mem_data(bio.get(), &data);
-    dir = fs::temp_directory_path() / ("bulwark-proxy-pki-" + std::to_string(::getpid()) + "-" + std::to_string(serial()));
-    fs::create_directories(dir);
-    ca_file = (dir / "upstream-ca.pem").string();
-    std::ofstream(ca_file) << std::string(data, static_cast<size_t>(n));
-  }
-  ~TestPki() { fs::remove_all(dir); }
-  static int serial() {
-    static std::atomic<int> n{0};
-    return n++;
-  }
-  SslCtxPtr server_ctx;
-  fs::path dir;
-  std::string ca_file;
-};
 
 // An upstream HTTP/1.1 server with keep-alive, plain or TLS: a thread per connection, each
 // request recorded (head and body, Content-Length or chunked) and answered
@@ -1287,7 +1228,8 @@ TEST_CASE("plain HTTP inside an inspected CONNECT: keep-alive, chunked bodies re
 
 struct TlsSetup {
   TestPki pki;
-  KeepAliveServer upstream{pki.server_ctx.get()};
+  SslCtxPtr upstream_ctx{pki.server_ctx().release()};
+  KeepAliveServer upstream{upstream_ctx.get()};
   std::shared_ptr<SandboxCa> ca = std::make_shared<SandboxCa>(SandboxCa::generate("proxy-test"));
   EgressProxy::Options opts() const {
     auto o = test_options();
@@ -1343,7 +1285,7 @@ TEST_CASE("TLS inspected with the real curl: the sandbox CA is trusted, two URLs
   require_curl();
   TlsSetup s;
   TestProxy p(s.policy(), s.opts());
-  std::string ca_file = (s.pki.dir / "sandbox-ca.pem").string();
+  std::string ca_file = s.pki.dir.file("sandbox-ca.pem");
   std::ofstream(ca_file) << s.ca->cert_pem();
   std::string base = "https://" + s.authority();
   auto [out, code] = run("curl -sS --max-time 10 --noproxy '' --cacert " + ca_file + " -x http://127.0.0.1:" +

@@ -38,6 +38,7 @@
 #include "shared/subjects.h"
 #include "shared/util.h"
 #include "tests/integration/suite.h"
+#include "tests/support/test_pki.h"
 
 using namespace bulwark;
 using namespace bulwark::testing;
@@ -59,61 +60,6 @@ std::string sq(const std::string& s) {
 // --- a test PKI: the "operator's" CA (given to the supervisor as --upstream-ca) and a server
 // certificate it signed for 127.0.0.1 and localhost (as in supervisor/proxy/egress_proxy_test.cpp)
 
-template <auto F>
-struct OsslFree {
-  template <class T>
-  void operator()(T* p) const { F(p); }
-};
-using X509Ptr = std::unique_ptr<X509, OsslFree<X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslFree<EVP_PKEY_free>>;
-using BioPtr = std::unique_ptr<BIO, OsslFree<BIO_free_all>>;
-
-X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key,
-                  const std::vector<std::pair<int, std::string>>& exts) {
-  static std::atomic<long> serial{1};
-  X509Ptr x(X509_new());
-  if (!x) throw Error(Code::kInternal, "X509_new");
-  X509_set_version(x.get(), 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x.get()), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x.get()), 86400);
-  X509_set_pubkey(x.get(), key);
-  X509_NAME* name = X509_get_subject_name(x.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
-  X509_set_issuer_name(x.get(), issuer ? X509_get_subject_name(issuer) : name);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer ? issuer : x.get(), x.get(), nullptr, nullptr, 0);
-  for (const auto& [nid, value] : exts) {
-    X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-    if (!e) throw Error(Code::kInternal, "certificate extension " + value);
-    X509_add_ext(x.get(), e, -1);
-    X509_EXTENSION_free(e);
-  }
-  if (X509_sign(x.get(), issuer_key ? issuer_key : key, EVP_sha256()) <= 0) throw Error(Code::kInternal, "X509_sign");
-  return x;
-}
-
-struct TestPki {
-  TempDir dir{"bulwark-np-pki"};
-  PkeyPtr ca_key{EVP_EC_gen("P-256")}, leaf_key{EVP_EC_gen("P-256")};
-  X509Ptr ca, leaf;
-  std::string ca_file = dir.file("upstream-ca.pem");
-  TestPki() {
-    ca = make_cert(ca_key.get(), "Bulwark network policy test CA", nullptr, nullptr,
-                   {{NID_basic_constraints, "critical,CA:TRUE"}, {NID_key_usage, "critical,keyCertSign,cRLSign"}});
-    leaf = make_cert(leaf_key.get(), "localhost", ca.get(), ca_key.get(),
-                     {{NID_basic_constraints, "CA:FALSE"},
-                      {NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
-                      {NID_ext_key_usage, "serverAuth"}});
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    PEM_write_bio_X509(bio.get(), ca.get());
-    char* data = nullptr;
-    long n = BIO_get_mem_data(bio.get(), &data);
-    std::ofstream(ca_file) << std::string(data, static_cast<size_t>(n));
-  }
-};
-
 // --- what every test shares: nats-server, policy-service, the stream, the PKI ----------------
 
 struct World {
@@ -121,7 +67,7 @@ struct World {
   NatsServer nats;
   Process policy_service;
   std::unique_ptr<Bus> bus;
-  TestPki pki;
+  TestPki pki{"Bulwark network policy test CA"};
   std::string python;  // python3's real path: what /proc/<pid>/exe names
 
   World() {

@@ -70,24 +70,20 @@ void Suite::wait_ready() {
   // heartbeats since: the scheduler has then seen at least one of them.
   auto bus = Bus::connect({nats_.url(), "suite"});
   std::atomic<int> beats{0};
-  bool scheduler_up = wait_until([&] {
-    try {
-      bus->request<v1::HealthReply>(subjects::health("scheduler"), v1::HealthRequest(), std::chrono::milliseconds(200));
-      return true;
-    } catch (const Error&) {
-      return false;
-    }
-  }, std::chrono::seconds(10));
-  if (!scheduler_up) throw Error(Code::kUnavailable, "scheduler did not start:\n" + logs_of("scheduler"));
-  bool policy_up = wait_until([&] {
-    try {
-      bus->request<v1::HealthReply>(subjects::health("policy-service"), v1::HealthRequest(), std::chrono::milliseconds(200));
-      return true;
-    } catch (const Error&) {
-      return false;
-    }
-  }, std::chrono::seconds(10));
-  if (!policy_up) throw Error(Code::kUnavailable, "policy-service did not start:\n" + logs_of("policy-service"));
+  // A service is up once it answers health (it does once subscribed).
+  auto wait_health = [&](const std::string& service) {
+    bool up = wait_until([&] {
+      try {
+        bus->request<v1::HealthReply>(subjects::health(service), v1::HealthRequest(), std::chrono::milliseconds(200));
+        return true;
+      } catch (const Error&) {
+        return false;
+      }
+    }, std::chrono::seconds(10));
+    if (!up) throw Error(Code::kUnavailable, service + " did not start:\n" + logs_of(service));
+  };
+  wait_health("scheduler");
+  wait_health("policy-service");
   auto sub = bus->subscribe(subjects::kDriverHeartbeat, [&](Msg& m) {
     v1::DriverHeartbeat hb;
     if (hb.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())) && hb.driver_id() == driver_id_) ++beats;
