@@ -378,7 +378,7 @@ int main(int argc, char** argv) {
                  c.send(get_request(p7, true, true));
                  c.read_ok_response();
                }};
-    Mode f_abs_known{"proxy: absolute-form, caller given (no /proc lookup)", [&] {
+    Mode f_abs_known{"proxy: absolute-form, caller given (no identification)", [&] {
                        Conn c(pk);
                        c.send(get_request(p7, true, true));
                        c.read_ok_response();
@@ -452,8 +452,9 @@ int main(int argc, char** argv) {
     print_row(k_tls_proxy, &k_tls_direct);
     std::printf("proxy events: %ld allowed, %ld denied%s%s\n", allowed.load(), denied.load(),
                 first_denial.empty() ? "" : "; first denial: ", first_denial.c_str());
-    std::printf("identifying a caller first reads /proc/<init>/net/tcp: here %.0f us with %zu sockets before the fresh "
-                "phase, %.0f us with %zu after it (net.ipv4.tcp_ehash_entries=%s: the kernel walks every bucket)\n",
+    std::printf("identification asks sock_diag for the one socket; its fallback, reading /proc/<init>/net/tcp, would cost "
+                "%.0f us with %zu sockets before the fresh phase, %.0f us with %zu after it (net.ipv4.tcp_ehash_entries=%s: "
+                "the kernel walks every bucket)\n",
                 read_before, table_before, read_after_fresh, table_after_fresh,
                 read_line("/proc/sys/net/ipv4/tcp_ehash_entries").c_str());
     ka_direct.reset();

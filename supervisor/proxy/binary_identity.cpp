@@ -1,9 +1,19 @@
 #include "supervisor/proxy/binary_identity.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <sched.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +22,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <thread>
 #include <unordered_set>
 
 #include "shared/error.h"
@@ -24,6 +35,7 @@ constexpr size_t kRecentPids = 32;
 constexpr size_t kMaxChain = 64;          // deeper than any real process tree; stops a loop
 constexpr size_t kMaxHashCache = 4096;    // file versions remembered; forgotten ones are rehashed
 constexpr size_t kHashChunk = 64 * 1024;
+constexpr int kDiagTimeoutMs = 1000;      // the kernel answers at once; this only bounds a lost reply
 
 struct CloseDir {
   void operator()(DIR* d) const { ::closedir(d); }
@@ -133,6 +145,71 @@ std::string sha256_fd(int fd, std::string* error) {
   return std::string(reinterpret_cast<char*>(md), len);
 }
 
+// An inet_diag request: the header and the request, back to back as the kernel reads them.
+struct DiagRequest {
+  nlmsghdr hdr;
+  inet_diag_req_v2 req;
+};
+static_assert(sizeof(DiagRequest) == NLMSG_LENGTH(sizeof(inet_diag_req_v2)));
+
+std::string diag_bytes(DiagRequest m) {
+  return std::string(reinterpret_cast<const char*>(&m), sizeof m);
+}
+
+bool is_v4(const std::array<uint8_t, 16>& mapped) {
+  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(mapped.data(), kPrefix, sizeof kPrefix) == 0;
+}
+
+// An inet_diag address field as TcpEntry bytes: an AF_INET reply holds the IPv4 address in its
+// first word, an AF_INET6 one all 16 bytes.
+std::array<uint8_t, 16> diag_addr(uint8_t family, const __be32 (&a)[4]) {
+  std::array<uint8_t, 16> out{};
+  if (family == AF_INET) {
+    out[10] = out[11] = 0xff;
+    std::memcpy(out.data() + 12, &a[0], 4);
+  } else {
+    std::memcpy(out.data(), a, 16);
+  }
+  return out;
+}
+
+std::string endpoint_text(const asio::ip::tcp::endpoint& e) {
+  return e.address().to_string() + ":" + std::to_string(e.port());
+}
+
+// Creates the netlink socket in the namespace netns names. setns changes only the calling thread's
+// namespace, so a thread of its own enters it, creates the socket (which keeps the namespace it
+// was made in for life) and exits; the proxy's threads stay where they are.
+Fd diag_socket_in(const std::string& netns) {
+  Fd ns(::open(netns.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns) throw Error(Code::kInternal, errno_text("open " + netns, errno));
+  auto make = [] { return Fd(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)); };
+  struct stat target {}, own {};
+  if (::fstat(ns.get(), &target) != 0) throw Error(Code::kInternal, errno_text("fstat " + netns, errno));
+  // Already there (tests, or a proxy sharing the agent's namespace): no setns, so no CAP_SYS_ADMIN.
+  if (::stat("/proc/thread-self/ns/net", &own) == 0 && own.st_dev == target.st_dev && own.st_ino == target.st_ino) {
+    Fd s = make();
+    if (!s) throw Error(Code::kInternal, errno_text("create a NETLINK_SOCK_DIAG socket", errno));
+    return s;
+  }
+  Fd result;
+  std::string error;
+  std::thread t([&] {
+    if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+      int err = errno;
+      error = errno_text("enter the network namespace " + netns, err);
+      if (err == EPERM) error += " (needs CAP_SYS_ADMIN)";
+      return;
+    }
+    result = make();
+    if (!result) error = errno_text("create a NETLINK_SOCK_DIAG socket in " + netns, errno);
+  });
+  t.join();  // the thread, and its namespace change, end here
+  if (!result) throw Error(Code::kInternal, error);
+  return result;
+}
+
 }  // namespace
 
 std::optional<TcpEntry> parse_tcp_line(std::string_view line) {
@@ -200,6 +277,164 @@ std::string to_hex(std::string_view bytes) {
   return out;
 }
 
+std::string build_diag_request(const asio::ip::tcp::endpoint& src, const asio::ip::tcp::endpoint& dst, uint32_t seq) {
+  DiagRequest m{};
+  m.hdr.nlmsg_len = sizeof m;
+  m.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  m.hdr.nlmsg_flags = NLM_F_REQUEST;  // no NLM_F_DUMP: an exact lookup, one reply
+  m.hdr.nlmsg_seq = seq;
+  m.req.sdiag_protocol = IPPROTO_TCP;
+  m.req.idiag_states = ~0u;
+  m.req.id.idiag_sport = htons(src.port());
+  m.req.id.idiag_dport = htons(dst.port());
+  // Without NOCOOKIE the kernel compares the socket's cookie with this field and, as no socket's
+  // cookie is 0, reports every socket as not found.
+  m.req.id.idiag_cookie[0] = m.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  const auto s = mapped_bytes(src.address()), d = mapped_bytes(dst.address());
+  if (is_v4(s) && is_v4(d)) {
+    m.req.sdiag_family = AF_INET;
+    std::memcpy(&m.req.id.idiag_src[0], s.data() + 12, 4);
+    std::memcpy(&m.req.id.idiag_dst[0], d.data() + 12, 4);
+  } else {
+    m.req.sdiag_family = AF_INET6;
+    std::memcpy(m.req.id.idiag_src, s.data(), 16);
+    std::memcpy(m.req.id.idiag_dst, d.data(), 16);
+  }
+  return diag_bytes(m);
+}
+
+std::string build_diag_probe(uint32_t seq) {
+  DiagRequest m{};
+  m.hdr.nlmsg_len = sizeof m;
+  m.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  m.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  m.hdr.nlmsg_seq = seq;
+  m.req.sdiag_family = AF_INET;
+  m.req.sdiag_protocol = IPPROTO_TCP;
+  m.req.idiag_states = 0;  // no state wanted: the kernel skips the table walk
+  return diag_bytes(m);
+}
+
+DiagReply parse_diag_reply(std::string_view buf, uint32_t seq, const asio::ip::tcp::endpoint& src,
+                           const asio::ip::tcp::endpoint& dst) {
+  using Kind = DiagReply::Kind;
+  // The buffer need not be aligned for these structs: each is copied out before use.
+  for (size_t at = 0; at + sizeof(nlmsghdr) <= buf.size();) {
+    nlmsghdr h;
+    std::memcpy(&h, buf.data() + at, sizeof h);
+    if (h.nlmsg_len < sizeof h || h.nlmsg_len > buf.size() - at) return {Kind::kError, 0, EBADMSG};
+    std::string_view payload = buf.substr(at + NLMSG_HDRLEN, h.nlmsg_len - std::min<size_t>(h.nlmsg_len, NLMSG_HDRLEN));
+    at += NLMSG_ALIGN(h.nlmsg_len);
+    if (h.nlmsg_seq != seq) continue;  // a late reply to an earlier query
+    switch (h.nlmsg_type) {
+      case NLMSG_ERROR: {
+        int err = 0;
+        if (payload.size() < sizeof err) return {Kind::kError, 0, EBADMSG};
+        std::memcpy(&err, payload.data(), sizeof err);
+        if (err == 0 || err == -ENOENT) return {Kind::kNotFound, 0, 0};
+        return {Kind::kError, 0, -err};
+      }
+      case NLMSG_DONE: {  // the end of a dump (the probe): its payload is the dump's error, if any
+        int err = 0;
+        if (payload.size() >= sizeof err) std::memcpy(&err, payload.data(), sizeof err);
+        if (err < 0) return {Kind::kError, 0, -err};
+        return {Kind::kDone, 0, 0};
+      }
+      case SOCK_DIAG_BY_FAMILY: {
+        inet_diag_msg m;
+        if (payload.size() < sizeof m) return {Kind::kError, 0, EBADMSG};
+        std::memcpy(&m, payload.data(), sizeof m);
+        if (m.idiag_family != AF_INET && m.idiag_family != AF_INET6) return {Kind::kError, 0, EBADMSG};
+        // The kernel's lookup falls back to a listener on src when no connection matches: only
+        // the exact pair counts. Inode 0: closed (TIME_WAIT, or orphaned while it finishes).
+        bool exact = m.idiag_state != TCP_LISTEN && ntohs(m.id.idiag_sport) == src.port() &&
+                     ntohs(m.id.idiag_dport) == dst.port() &&
+                     diag_addr(m.idiag_family, m.id.idiag_src) == mapped_bytes(src.address()) &&
+                     diag_addr(m.idiag_family, m.id.idiag_dst) == mapped_bytes(dst.address());
+        if (!exact || m.idiag_inode == 0) return {Kind::kNotFound, 0, 0};
+        return {Kind::kFound, m.idiag_inode, 0};
+      }
+      default:
+        continue;  // NLMSG_NOOP and the like
+    }
+  }
+  return {};
+}
+
+std::unique_ptr<SockDiag> SockDiag::open(const std::string& netns) {
+  Fd fd = diag_socket_in(netns);
+  // A lost reply (it cannot happen short of an overrun) must not hold an identify worker forever.
+  timeval tv{kDiagTimeoutMs / 1000, (kDiagTimeoutMs % 1000) * 1000};
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
+    throw Error(Code::kInternal, errno_text("set a receive timeout on the sock_diag socket", errno));
+  std::unique_ptr<SockDiag> d(new SockDiag(std::move(fd)));
+  // An exact query answers ENOENT both for "no such socket" and for "no TCP sock_diag in this
+  // kernel" (tcp_diag not built or loadable): ask once now, so that ENOENT later means the first.
+  std::lock_guard lock(d->mu_);
+  std::string error;
+  uint32_t seq = ++d->seq_;
+  DiagReply r = d->query(build_diag_probe(seq), seq, {}, {}, &error);
+  if (r.kind != DiagReply::Kind::kDone) {
+    if (error.empty()) error = r.kind == DiagReply::Kind::kNotFound ? errno_text("sock_diag", ENOENT) : "unexpected reply";
+    throw Error(Code::kInternal, "the kernel does not answer TCP sock_diag queries (is tcp_diag built?): " + error);
+  }
+  return d;
+}
+
+DiagReply SockDiag::query(const std::string& request, uint32_t seq, const asio::ip::tcp::endpoint& src,
+                          const asio::ip::tcp::endpoint& dst, std::string* error) {
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;  // nl_pid 0: the kernel
+  for (;;) {
+    ssize_t n = ::sendto(fd_.get(), request.data(), request.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+                         sizeof kernel);
+    if (n >= 0) break;
+    int err = errno;
+    if (err == EINTR) continue;
+    *error = errno_text("send a sock_diag query", err);
+    return {DiagReply::Kind::kError, 0, err};
+  }
+  for (;;) {
+    sockaddr_nl from{};
+    iovec iov{buf_.data(), buf_.size()};
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ssize_t n = ::recvmsg(fd_.get(), &msg, 0);
+    if (n < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      *error = err == EAGAIN || err == EWOULDBLOCK
+                   ? "no sock_diag reply within " + std::to_string(kDiagTimeoutMs) + " ms"
+                   : errno_text("read a sock_diag reply", err);
+      return {DiagReply::Kind::kError, 0, err};
+    }
+    if (msg.msg_flags & MSG_TRUNC) {
+      *error = "a sock_diag reply was larger than " + std::to_string(buf_.size()) + " bytes";
+      return {DiagReply::Kind::kError, 0, EMSGSIZE};
+    }
+    if (from.nl_pid != 0) continue;  // only the kernel answers queries
+    DiagReply r = parse_diag_reply(std::string_view(buf_.data(), static_cast<size_t>(n)), seq, src, dst);
+    if (r.kind == DiagReply::Kind::kPending) continue;
+    if (r.kind == DiagReply::Kind::kError) *error = errno_text("sock_diag", r.error);
+    return r;
+  }
+}
+
+std::optional<uint64_t> SockDiag::inode_of(const asio::ip::tcp::endpoint& src, const asio::ip::tcp::endpoint& dst,
+                                           std::string* error) {
+  std::lock_guard lock(mu_);
+  uint32_t seq = ++seq_;
+  std::string why;
+  DiagReply r = query(build_diag_request(src, dst, seq), seq, src, dst, &why);
+  if (r.kind == DiagReply::Kind::kFound) return r.inode;
+  if (r.kind == DiagReply::Kind::kError)
+    *error = "cannot look up the socket " + endpoint_text(src) + " -> " + endpoint_text(dst) + ": " + why;
+  return std::nullopt;
+}
+
 size_t BinaryIdentifier::FileKeyHash::operator()(const FileKey& k) const {
   size_t h = std::hash<uint64_t>()(static_cast<uint64_t>(k.ino));
   for (uint64_t v : {static_cast<uint64_t>(k.dev), static_cast<uint64_t>(k.size), static_cast<uint64_t>(k.mtime_ns),
@@ -217,8 +452,39 @@ std::unordered_map<std::string, std::string> BinaryIdentifier::pins() const {
   return pins_;
 }
 
+SockDiag* BinaryIdentifier::sock_diag() {
+  std::call_once(diag_once_, [this] {
+    std::string netns = proc_ + "/" + std::to_string(init_) + "/ns/net";
+    try {
+      diag_ = SockDiag::open(netns);
+    } catch (const std::exception& e) {
+      spdlog::warn("identifying callers by reading {}/{}/net/tcp (about 3 ms per connection, more with many "
+                   "sockets on the host) instead of sock_diag: {}",
+                   proc_, init_, e.what());
+    }
+  });
+  return diag_.get();
+}
+
+bool BinaryIdentifier::uses_sock_diag() { return sock_diag() != nullptr; }
+
 std::optional<uint64_t> BinaryIdentifier::find_inode(const asio::ip::tcp::endpoint& peer,
-                                                     const asio::ip::tcp::endpoint& local, std::string* error) const {
+                                                     const asio::ip::tcp::endpoint& local, std::string* error) {
+  SockDiag* diag = sock_diag();
+  if (!diag) return find_inode_in_table(peer, local, error);
+  // Inside the agent's namespace the client's socket runs from its own end, the peer we accepted,
+  // to the proxy's address: no NAT lies between the two namespaces.
+  auto inode = diag->inode_of(peer, local, error);
+  if (!inode && error->empty())
+    *error = "no socket from " + endpoint_text(peer) + " to " + endpoint_text(local) +
+             " in the TCP table of the agent's network namespace (sock_diag lookup): the connection does not "
+             "come from the sandbox";
+  return inode;
+}
+
+std::optional<uint64_t> BinaryIdentifier::find_inode_in_table(const asio::ip::tcp::endpoint& peer,
+                                                              const asio::ip::tcp::endpoint& local,
+                                                              std::string* error) const {
   const auto peer_addr = mapped_bytes(peer.address());
   const auto local_addr = mapped_bytes(local.address());
   std::string last_error;

@@ -3,12 +3,13 @@
 // that first used its path.
 //
 // The proxy runs in the supervisor, in the parent PID and network namespaces of the agent. For
-// an accepted connection it finds the client's socket in the agent's TCP table
-// (/proc/<init>/net/tcp, tcp6: the table of init's network namespace) by its address and port,
-// takes the socket's inode, finds the process holding `socket:[inode]` among init and its
-// descendants (/proc/<pid>/fd), and reads that process's executable and its ancestors' up to,
-// not including, init (/proc/<pid>/exe, PPid from /proc/<pid>/status). Init is left out because
-// it runs the supervisor's own code, not the agent's.
+// an accepted connection it looks the client's socket up by its exact address and port pair with
+// a sock_diag query on a netlink socket opened in init's network namespace (or, when that socket
+// cannot be made, by reading /proc/<init>/net/tcp and tcp6, which costs milliseconds: the kernel
+// walks its whole TCP hash to print it), takes the socket's inode, finds the process holding
+// `socket:[inode]` among init and its descendants (/proc/<pid>/fd), and reads that process's
+// executable and its ancestors' up to, not including, init (/proc/<pid>/exe, PPid from
+// /proc/<pid>/status). Init is left out because it runs the supervisor's own code, not the agent's.
 //
 // Trust on first use: the first time a path is seen, the SHA-256 of its content (read through
 // /proc/<pid>/exe, so the bytes hashed are the ones the process runs, whatever the path holds now)
@@ -22,12 +23,15 @@
 #include <asio/ip/tcp.hpp>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "shared/process.h"
 
 namespace bulwark::proxy {
 
@@ -60,6 +64,61 @@ std::string strip_deleted(std::string path);
 // Lower-case hex of a byte string (for digests in messages).
 std::string to_hex(std::string_view bytes);
 
+// An exact NETLINK_SOCK_DIAG (inet_diag) request for the TCP socket whose own end is src and whose
+// other end is dst, as seen in the namespace the query is sent in: nlmsghdr + inet_diag_req_v2.
+// Both addresses IPv4 (or IPv4-mapped) ask as AF_INET; the kernel's lookup also finds an IPv6
+// socket connected to a mapped address that way.
+std::string build_diag_request(const asio::ip::tcp::endpoint& src, const asio::ip::tcp::endpoint& dst, uint32_t seq);
+
+// The dump request that checks the kernel answers TCP sock_diag at all (states = 0: it walks no
+// table and returns nothing but NLMSG_DONE, or an error when tcp_diag is missing).
+std::string build_diag_probe(uint32_t seq);
+
+struct DiagReply {
+  enum class Kind {
+    kPending,   // no message with this seq in the buffer: read on
+    kFound,     // inode set
+    kNotFound,  // no such connection, or only a closed one (inode 0), a listener, another tuple
+    kDone,      // the end of a dump, without error (the probe's answer)
+    kError,     // error set (an errno)
+  };
+  Kind kind = Kind::kPending;
+  uint64_t inode = 0;
+  int error = 0;
+};
+
+// Reads one recv()'d buffer of netlink messages for the reply to request seq. A socket is found
+// only when the reply names exactly src -> dst and is not a listener: for a tuple with no
+// connection the kernel's lookup falls back to a listener bound to src's address and port.
+DiagReply parse_diag_reply(std::string_view buf, uint32_t seq, const asio::ip::tcp::endpoint& src,
+                           const asio::ip::tcp::endpoint& dst);
+
+// A NETLINK_SOCK_DIAG socket in one network namespace. Thread-safe: queries are serialised (each
+// is a single hash lookup in the kernel, a few microseconds).
+class SockDiag {
+ public:
+  // Opens the socket in the namespace of netns (a /proc/<pid>/ns/net path) and checks that the
+  // kernel answers TCP queries on it. Throws Error saying why not.
+  static std::unique_ptr<SockDiag> open(const std::string& netns);
+
+  // The inode of the TCP socket src -> dst in that namespace. nullopt with *error empty when there
+  // is no such socket; nullopt with *error set when the query failed.
+  std::optional<uint64_t> inode_of(const asio::ip::tcp::endpoint& src, const asio::ip::tcp::endpoint& dst,
+                                   std::string* error);
+
+ private:
+  explicit SockDiag(Fd fd) : fd_(std::move(fd)) {}
+  // Sends request and reads until the reply to seq (stale replies to earlier, timed-out queries
+  // are skipped). Call with mu_ held.
+  DiagReply query(const std::string& request, uint32_t seq, const asio::ip::tcp::endpoint& src,
+                  const asio::ip::tcp::endpoint& dst, std::string* error);
+
+  Fd fd_;
+  std::mutex mu_;
+  uint32_t seq_ = 0;
+  std::array<char, 8192> buf_{};  // netlink's advice: at least 8 KiB, or replies are truncated
+};
+
 // --- the caller ----------------------------------------------------------------------------
 
 struct Caller {
@@ -86,6 +145,10 @@ class BinaryIdentifier {
   // SHA-256 pins so far (path -> raw digest), for tests and diagnostics.
   std::unordered_map<std::string, std::string> pins() const;
 
+  // Whether sockets are found with sock_diag (false: by reading /proc/<init>/net/tcp). Opens the
+  // sock_diag socket if no lookup has yet.
+  bool uses_sock_diag();
+
  private:
   struct FileKey {
     dev_t dev;
@@ -99,7 +162,10 @@ class BinaryIdentifier {
   };
 
   std::optional<uint64_t> find_inode(const asio::ip::tcp::endpoint& peer, const asio::ip::tcp::endpoint& local,
-                                     std::string* error) const;
+                                     std::string* error);
+  std::optional<uint64_t> find_inode_in_table(const asio::ip::tcp::endpoint& peer,
+                                              const asio::ip::tcp::endpoint& local, std::string* error) const;
+  SockDiag* sock_diag();  // null: fall back to the table
   std::optional<pid_t> find_holder(uint64_t inode);
   bool holds(pid_t pid, const std::string& link) const;
   std::vector<pid_t> descendants() const;
@@ -108,6 +174,8 @@ class BinaryIdentifier {
 
   pid_t init_;
   std::string proc_;
+  std::once_flag diag_once_;
+  std::unique_ptr<SockDiag> diag_;  // set once under diag_once_, then only read
   mutable std::mutex mu_;
   std::vector<pid_t> recent_;  // pids that held callers' sockets lately, tried before a full scan
   std::unordered_map<std::string, std::string> pins_;        // path -> SHA-256
