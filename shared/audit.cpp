@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -98,10 +99,13 @@ Fd open_reader() {
 void read_records(int sock, int stop_fd, const std::function<void(int, const std::string&)>& on_record) {
   std::vector<char> buf(64 * 1024);
   bool stopping = false;
+  std::chrono::steady_clock::time_point give_up{};
   for (;;) {
     pollfd fds[2] = {{sock, POLLIN, 0}, {stopping ? -1 : stop_fd, POLLIN, 0}};
-    // Once asked to stop, keep reading until the log is quiet for a moment: the kernel's audit
-    // thread delivers records a little after the system call that caused them.
+    // Once asked to stop, keep reading until the log is quiet for 50 ms, but never past 500 ms:
+    // the kernel's audit thread delivers records a little after the system call that caused
+    // them, and on a busy host the stream (every sandbox's records) is never quiet.
+    if (stopping && std::chrono::steady_clock::now() >= give_up) return;
     int ready = ::poll(fds, 2, stopping ? 50 : -1);
     if (ready < 0) {
       if (errno == EINTR) continue;
@@ -110,6 +114,7 @@ void read_records(int sock, int stop_fd, const std::function<void(int, const std
     if (ready == 0) return;
     if (fds[1].revents) {
       stopping = true;
+      give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
       continue;
     }
     ssize_t n = ::recv(sock, buf.data(), buf.size(), MSG_DONTWAIT);

@@ -22,7 +22,7 @@ std::string ensure_enabled();
 // network namespace). Throws bulwark::Error naming what failed.
 Fd open_reader();
 
-// Reads records until stop_fd is readable (then until the log is quiet for 50 ms) or the socket
+// Reads records until stop_fd is readable (then until the log is quiet for 50 ms, at most 500 ms) or the socket
 // fails: on_record(type, text), where text
 // is the record without its "audit(time:serial): " prefix.
 void read_records(int sock, int stop_fd, const std::function<void(int type, const std::string& text)>& on_record);

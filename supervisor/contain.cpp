@@ -129,6 +129,7 @@ class EventOut {
   for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
   Fd sigfd(::signalfd(-1, &set, SFD_CLOEXEC));
   if (!sigfd) ::_exit(126);
+  int failures = 0;
   for (;;) {
     pollfd fds[2] = {{sigfd.get(), POLLIN, 0}, {seccomp ? seccomp->fd() : -1, POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) continue;
@@ -137,9 +138,15 @@ class EventOut {
     } else if (fds[1].revents & POLLIN) {
       try {
         if (auto d = seccomp->answer_one()) events.line("denied: " + d->to_string());
+        failures = 0;
       } catch (const std::exception& e) {
-        events.line(std::string("seccomp listener failed, denied calls now fail with ENOSYS: ") + e.what());
-        seccomp.reset();
+        // One failure is a caller's race; only a listener that keeps failing is given up (its
+        // callers then get ENOSYS), so that init does not spin.
+        events.line(std::string("seccomp listener: ") + e.what());
+        if (++failures >= 100) {
+          events.line("seccomp listener failed 100 times in a row: denied calls now fail with ENOSYS");
+          seccomp.reset();
+        }
       }
     }
     if (!(fds[0].revents & POLLIN)) continue;
@@ -201,6 +208,9 @@ class EventOut {
     rlimit nproc{o.nproc_limit, o.nproc_limit};
     sys(::setrlimit(RLIMIT_NPROC, &nproc) == 0, "setrlimit RLIMIT_NPROC");
     drop_identity(id);
+    // Init holds the seccomp listener and runs without a filter: the agent (same uid) must not
+    // reach its memory or descriptors, whatever fs.suid_dumpable says.
+    sys(::prctl(PR_SET_DUMPABLE, 0) == 0, "prctl PR_SET_DUMPABLE");
     // Changing uid clears the parent-death signal: set it again, or a killed supervisor would
     // leave init and the agent running on a bare host.
     sys(::prctl(PR_SET_PDEATHSIG, SIGKILL) == 0, "prctl PR_SET_PDEATHSIG");

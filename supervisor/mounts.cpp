@@ -64,7 +64,9 @@ void hide_shared_dirs(const std::vector<std::string>& keep) {
     }
     // Parents first, so a nested path is bound inside its parent's bind.
     std::sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.path < b.path; });
-    const char* mode = dir == "/run" ? "mode=0755" : "mode=1777";
+    // Bounded: these were disk on the host; as tmpfs they are memory, which an agent allowed to
+    // write there must not be able to exhaust.
+    const char* mode = dir == "/run" ? "mode=0755,size=64m,nr_inodes=16k" : "mode=1777,size=1g,nr_inodes=256k";
     sys(::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, mode) == 0, "cover " + dir + " with a private tmpfs");
     for (const auto& k : kept) {
       make_parents(k.path);

@@ -118,6 +118,9 @@ std::vector<Rule> rules(bool allow_memfd_create, bool for_docs) {
       {"ptrace", "", ptrace_why},
       {"process_vm_readv", "", ptrace_why},
       {"process_vm_writev", "", ptrace_why},
+      {"pidfd_getfd", "",
+       "copies a file descriptor out of another process: a connection the proxy attributed to "
+       "another program, or any other process's files and sockets"},
       {"mount", "", mount_why},
       {"umount2", "", mount_why},
       {"fsopen", "", mount_why},
@@ -304,9 +307,11 @@ constexpr uint64_t kAnyNsFlag = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLO
 std::optional<SeccompDenial> SeccompListener::answer_one() {
   // The kernel wants a zeroed buffer.
   std::memset(req_, 0, sizeof(*req_));
-  if (int rc = seccomp_notify_receive(fd_.get(), req_); rc < 0) {
-    if (rc == -ENOENT || rc == -EINTR) return std::nullopt;  // the caller died or was interrupted
-    throw Error(Code::kInternal, errno_text("seccomp: receive a notification", -rc));
+  // libseccomp 2.5 turns every ioctl failure into -ECANCELED; the ioctl's own errno says why.
+  if (seccomp_notify_receive(fd_.get(), req_) < 0) {
+    int e = errno;
+    if (e == ENOENT || e == EINTR) return std::nullopt;  // the caller died or was interrupted
+    throw Error(Code::kInternal, errno_text("seccomp: receive a notification", e));
   }
   const auto& d = req_->data;
   SeccompDenial out;
@@ -339,8 +344,10 @@ std::optional<SeccompDenial> SeccompListener::answer_one() {
   resp_->val = 0;
   resp_->error = -out.err;
   resp_->flags = 0;
-  if (int rc = seccomp_notify_respond(fd_.get(), resp_); rc < 0 && rc != -ENOENT) {
-    throw Error(Code::kInternal, errno_text("seccomp: answer a notification", -rc));
+  if (seccomp_notify_respond(fd_.get(), resp_) < 0) {
+    int e = errno;
+    if (e != ENOENT && e != EINTR) throw Error(Code::kInternal, errno_text("seccomp: answer a notification", e));
+    return std::nullopt;  // the caller is gone (killed, or its call interrupted): nothing was denied to it
   }
   if (!log) return std::nullopt;
   return out;

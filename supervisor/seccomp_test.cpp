@@ -47,6 +47,7 @@ const Call kDenied[] = {
     {"ptrace", [] { return ::syscall(SYS_ptrace, PTRACE_PEEKDATA, 0, 0, 0); }},
     {"process_vm_readv", [] { return ::syscall(SYS_process_vm_readv, ::getpid(), nullptr, 0, nullptr, 0, 1); }},
     {"process_vm_writev", [] { return ::syscall(SYS_process_vm_writev, ::getpid(), nullptr, 0, nullptr, 0, 1); }},
+    {"pidfd_getfd", [] { return ::syscall(SYS_pidfd_getfd, -1, 0, 0); }},
     {"mount", [] { return ::syscall(SYS_mount, nullptr, nullptr, nullptr, 0, nullptr); }},
     {"umount2", [] { return ::syscall(SYS_umount2, nullptr, 0); }},
     {"fsopen", [] { return ::syscall(SYS_fsopen, nullptr, 0); }},

@@ -92,7 +92,7 @@ void Session::publisher() {
     lock.unlock();
     try {
       bus_->js_publish(subjects::sandbox_logs(sandbox_id_), l);
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       // Output is also on the workload's own stdout (podman logs); losing the relayed copy must
       // not stop the agent.
       spdlog::warn("log line not relayed: {}", e.what());

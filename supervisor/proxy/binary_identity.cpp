@@ -31,7 +31,6 @@
 namespace bulwark::proxy {
 namespace {
 
-constexpr size_t kRecentPids = 32;
 constexpr size_t kMaxChain = 64;          // deeper than any real process tree; stops a loop
 constexpr size_t kMaxHashCache = 4096;    // file versions remembered; forgotten ones are rehashed
 constexpr size_t kHashChunk = 64 * 1024;
@@ -556,37 +555,27 @@ std::vector<pid_t> BinaryIdentifier::descendants() const {
   return out;
 }
 
-std::optional<pid_t> BinaryIdentifier::find_holder(uint64_t inode) {
+std::optional<pid_t> BinaryIdentifier::find_holder(uint64_t inode, std::string* error) {
   const std::string link = "socket:[" + std::to_string(inode) + "]";
-  std::vector<pid_t> recent;
-  {
-    std::lock_guard lock(mu_);
-    recent = recent_;
+  // Every process is checked, not the first holder found: a socket held by several processes
+  // (inherited across fork, or passed over a unix socket) could be sent on by any of them, so no
+  // one binary's grant may speak for it. Such a connection is refused.
+  std::vector<pid_t> holders;
+  for (pid_t pid : descendants())
+    if (holds(pid, link)) holders.push_back(pid);
+  if (holders.size() > 1) {
+    std::string list;
+    for (pid_t p : holders) list += (list.empty() ? "" : ", ") + std::to_string(p);
+    *error = "socket:[" + std::to_string(inode) + "] is held by several processes (" + list +
+             "): any of them could send on it, so no single program's grant applies";
+    return std::nullopt;
   }
-  auto remember = [&](pid_t pid) {
-    std::lock_guard lock(mu_);
-    std::erase(recent_, pid);
-    recent_.insert(recent_.begin(), pid);
-    if (recent_.size() > kRecentPids) recent_.pop_back();
-  };
-  // An agent's connections come from few processes: try those first. A recent pid may belong to
-  // another process by now, which does no harm: holding this very socket is what is checked.
-  std::unordered_set<pid_t> tried;
-  for (pid_t pid : recent) {
-    tried.insert(pid);
-    if (holds(pid, link)) {
-      remember(pid);
-      return pid;
-    }
+  if (holders.empty()) {
+    *error = "no process in the sandbox holds socket:[" + std::to_string(inode) +
+             "] (it may have exited, or its /proc/<pid>/fd is unreadable without CAP_SYS_PTRACE)";
+    return std::nullopt;
   }
-  for (pid_t pid : descendants()) {
-    if (tried.count(pid)) continue;
-    if (holds(pid, link)) {
-      remember(pid);
-      return pid;
-    }
-  }
-  return std::nullopt;
+  return holders.front();
 }
 
 std::string BinaryIdentifier::check_pin(pid_t pid, const std::string& path, bool* changed) {
@@ -632,10 +621,9 @@ Caller BinaryIdentifier::identify(const asio::ip::tcp::endpoint& peer, const asi
     c.error = error;
     return c;
   }
-  auto pid = find_holder(*inode);
+  auto pid = find_holder(*inode, &error);
   if (!pid) {
-    c.error = "no process in the sandbox holds socket:[" + std::to_string(*inode) +
-              "] (it may have exited, or its /proc/<pid>/fd is unreadable without CAP_SYS_PTRACE)";
+    c.error = error;
     return c;
   }
   c.pid = *pid;

@@ -166,7 +166,8 @@ class BinaryIdentifier {
   std::optional<uint64_t> find_inode_in_table(const asio::ip::tcp::endpoint& peer,
                                               const asio::ip::tcp::endpoint& local, std::string* error) const;
   SockDiag* sock_diag();  // null: fall back to the table
-  std::optional<pid_t> find_holder(uint64_t inode);
+  // The one process holding the socket; nullopt with *error when none or several do.
+  std::optional<pid_t> find_holder(uint64_t inode, std::string* error);
   bool holds(pid_t pid, const std::string& link) const;
   std::vector<pid_t> descendants() const;
   // Checks (and on first use pins) the executable of pid, known by path. Empty = fine.
@@ -177,7 +178,6 @@ class BinaryIdentifier {
   std::once_flag diag_once_;
   std::unique_ptr<SockDiag> diag_;  // set once under diag_once_, then only read
   mutable std::mutex mu_;
-  std::vector<pid_t> recent_;  // pids that held callers' sockets lately, tried before a full scan
   std::unordered_map<std::string, std::string> pins_;        // path -> SHA-256
   std::unordered_map<FileKey, std::string, FileKeyHash> hashes_;  // file version -> SHA-256
 };

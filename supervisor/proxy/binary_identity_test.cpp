@@ -5,6 +5,8 @@
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
@@ -336,6 +338,30 @@ TEST_CASE("the real /proc: a connection from this process is traced to this exec
                         " to 127.0.0.1:9 in the TCP table of the agent's network namespace") == 0);
 
   CHECK_THROWS_AS(BinaryIdentifier(0), bulwark::Error);
+}
+
+TEST_CASE("the real /proc: a socket held by two processes is refused, whichever sends") {
+  asio::io_context io;
+  tcp::acceptor server(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket client(io);
+  client.connect(server.local_endpoint());
+  tcp::socket accepted = accept_one(server);
+  pid_t child = ::fork();  // inherits the client socket: now two processes could send on it
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  REQUIRE(child > 0);
+  BinaryIdentifier id(::getpid());
+  Caller c = id.identify(accepted.remote_endpoint(), accepted.local_endpoint());
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  CHECK(c.exe_chain.empty());
+  CHECK_MESSAGE(c.error.find("is held by several processes (") != std::string::npos, c.error);
+  CHECK_MESSAGE(c.error.find(std::to_string(child)) != std::string::npos, c.error);
+  // With the child gone, the same connection is this process's alone again.
+  Caller alone = id.identify(accepted.remote_endpoint(), accepted.local_endpoint());
+  CHECK_MESSAGE(alone.error.empty(), alone.error);
 }
 
 TEST_CASE("the real /proc: a child's chain stops below init; a binary changed at its path is refused") {
