@@ -1,13 +1,14 @@
 #include "supervisor/mounts.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <filesystem>
 
 #include "shared/error.h"
 #include "shared/process.h"
@@ -51,16 +52,25 @@ void hide_shared_dirs(const std::vector<std::string>& keep) {
   for (const auto& dir : shared_dirs()) {
     struct stat st {};
     if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;  // absent, or a symlink to one of the others
+    // Opened beneath the directory with no symlink followed at any step: the directory is
+    // shared with every host user, and root must not be steered to bind something else by a
+    // component swapped for a symlink. A policy path with a symlink in it (or the `..` of an
+    // unnormalised one) is not bound back; it is then missing in the sandbox, which the Landlock
+    // step reports (best_effort) or refuses (hard_requirement).
+    Fd dirfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dirfd) continue;
     std::vector<Kept> kept;
     for (const auto& k : keep) {
-      std::error_code ec;
-      auto real = std::filesystem::weakly_canonical(k, ec).string();
-      if (ec || !beneath(real, dir)) continue;
-      int fd = ::open(real.c_str(), O_PATH | O_CLOEXEC);
-      if (fd < 0) continue;  // missing: the Landlock step reports (or refuses) it
+      if (!beneath(k, dir)) continue;
+      open_how how{};
+      how.flags = O_PATH | O_CLOEXEC;
+      how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+      std::string rel = k.substr(dir.size() + 1);
+      long fd = ::syscall(SYS_openat2, dirfd.get(), rel.c_str(), &how, sizeof how);
+      if (fd < 0) continue;
       struct stat ks {};
-      ::fstat(fd, &ks);
-      kept.push_back({real, Fd(fd), S_ISDIR(ks.st_mode)});
+      ::fstat(static_cast<int>(fd), &ks);
+      kept.push_back({k, Fd(static_cast<int>(fd)), S_ISDIR(ks.st_mode)});
     }
     // Parents first, so a nested path is bound inside its parent's bind.
     std::sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.path < b.path; });
