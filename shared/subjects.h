@@ -39,4 +39,27 @@ inline std::string policy_version_key(const std::string& sandbox_id, uint64_t ve
   return sandbox_id + "." + std::to_string(version);
 }
 
+// Providers (gateway-api owns them). resolve: privacy-router -> gateway, the clear credentials of
+// one provider. env.<sandbox_id>: supervisor -> gateway at launch, the environment of the
+// sandbox's non-inference providers. changed: gateway -> routers, a provider was updated or
+// deleted (routers drop what they cached of it).
+inline constexpr const char* kGatewayQueue = "gateway";
+inline constexpr const char* kProviderResolve = "bulwark.provider.resolve";
+inline constexpr const char* kProviderEnvAll = "bulwark.provider.env.*";
+inline constexpr const char* kProviderChanged = "bulwark.provider.changed";
+inline std::string provider_env(const std::string& sandbox_id) { return "bulwark.provider.env." + sandbox_id; }
+
+// Inference (services/privacy-router). A supervisor publishes an InferenceCall on
+// bulwark.inference.call.<sandbox_id> with a reply subject; one router of the queue group answers
+// with InferenceFrames on it. Route tables live in KV `inference_routes` under key `global` and
+// `sandbox.<sandbox_id>` (gateway-api writes, routers watch).
+inline constexpr const char* kInferenceQueue = "privacy-router";
+inline constexpr const char* kInferenceCallAll = "bulwark.inference.call.*";
+inline constexpr const char* kInferenceRoutesBucket = "inference_routes";
+inline constexpr const char* kInferenceGlobalKey = "global";
+inline std::string inference_call(const std::string& sandbox_id) { return "bulwark.inference.call." + sandbox_id; }
+inline std::string inference_routes_key(const std::string& sandbox_id) {
+  return sandbox_id.empty() ? std::string(kInferenceGlobalKey) : "sandbox." + sandbox_id;
+}
+
 }  // namespace bulwark::subjects
