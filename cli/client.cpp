@@ -12,6 +12,7 @@ nlohmann::json GatewayClient::check(const std::string& what, const httplib::Resu
   if (!r)
     throw CliError{kUnreachable, "cannot reach the gateway at " + url_ + " (" + httplib::to_string(r.error()) +
                                      "): start it with scripts/up, or point --gateway / BULWARK_GATEWAY at it"};
+  if (r->status == 204) return nlohmann::json();  // a delete that has nothing to say
   nlohmann::json body = nlohmann::json::parse(r->body, nullptr, false);
   if (r->status >= 200 && r->status < 300) {
     if (body.is_discarded()) throw CliError{kFailure, what + ": the gateway sent a non-JSON reply"};

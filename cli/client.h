@@ -13,7 +13,7 @@ enum Exit : int {
   kOk = 0,
   kFailure = 1,          // the gateway refused or failed the request
   kUsage = 2,            // bad flags or arguments
-  kNotFound = 3,         // no such sandbox
+  kNotFound = 3,         // no such sandbox, provider or route table
   kUnreachable = 4,      // no gateway at that URL
   kSandboxFailed = 5,    // the sandbox ended FAILED
   kTimedOut = 6,         // waiting for a phase took too long

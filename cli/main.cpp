@@ -12,7 +12,10 @@
 
 #include "cli/client.h"
 #include "cli/format.h"
+#include "cli/inference_ops.h"
 #include "cli/policy_ops.h"
+#include "cli/provider_ops.h"
+#include "shared/providers.h"
 #include "shared/policy.h"
 #include "shared/util.h"
 
@@ -53,9 +56,9 @@ json wait_for(GatewayClient& gw, const std::string& id, double timeout_s, const 
   }
 }
 
-// The text of a --policy file, sent as is: the gateway validates it with the supervisor's parser.
-std::string read_policy_text(const std::string& path) {
-  auto fail = [&](const std::string& why) { return CliError{cli::kUsage, "--policy " + path + ": " + why}; };
+// The text of a file a flag names (--policy, --file); unreadable or empty is a usage error.
+std::string read_text(const std::string& flag, const std::string& path, const std::string& empty_hint) {
+  auto fail = [&](const std::string& why) { return CliError{cli::kUsage, flag + " " + path + ": " + why}; };
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw fail(std::string("cannot read it: ") + std::strerror(errno));
   std::string text;
@@ -69,9 +72,29 @@ std::string read_policy_text(const std::string& path) {
   ::close(fd);
   if (!regular) throw fail("cannot read it: not a regular file");
   if (n < 0) throw fail(std::string("cannot read it: ") + std::strerror(err));
-  // Sent empty, it would read as "no policy" and the defaults would apply instead.
-  if (text.find_first_not_of(" \t\r\n") == std::string::npos) throw fail("the file is empty (a policy starts with `version: 1`)");
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) throw fail("the file is empty (" + empty_hint + ")");
   return text;
+}
+
+// The text of a --policy file, sent as is: the gateway validates it with the supervisor's parser.
+// Sent empty, it would read as "no policy" and the defaults would apply instead.
+std::string read_policy_text(const std::string& path) {
+  return read_text("--policy", path, "a policy starts with `version: 1`");
+}
+
+std::string provider_path(const std::string& name) { return "/v1/providers/" + httplib::detail::encode_query_param(name); }
+std::string inference_path(const std::string& sandbox) {
+  return "/v1/inference" + (sandbox.empty() ? std::string() : "?sandbox=" + httplib::detail::encode_query_param(sandbox));
+}
+
+void print_providers(const Globals& g, const std::vector<json>& ps, bool one) {
+  if (g.output == "json") std::cout << (one ? ps.at(0) : json{{"providers", ps}}).dump(2) << "\n";
+  else std::cout << cli::provider_table(ps);
+}
+
+// Names only: the values stay out of terminals and CI logs.
+void report_taken(const std::vector<std::string>& taken) {
+  for (const auto& v : taken) std::cerr << "--from-env: took " << v << " from the environment\n";
 }
 
 // `policy validate FILE`: offline, with the parser the supervisor enforces with.
@@ -104,8 +127,8 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global flags (-o, --gateway) may follow the subcommand
   Globals g;
   app.add_option("--gateway", g.gateway, "gateway URL")->envname("BULWARK_GATEWAY")->capture_default_str();
-  app.add_option("-o,--output", g.output, "table, json, or yaml (policy get)")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
-  app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found,\n"
+  app.add_option("-o,--output", g.output, "table, json, or yaml (policy get, inference get)")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
+  app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found (sandbox, provider, route table),\n"
              "4 gateway unreachable, 5 sandbox FAILED, 6 timed out. Example: bulwark sandbox create --name demo -- echo hi");
 
   auto* sandbox = app.add_subcommand("sandbox", "create, list, inspect and delete sandboxes")->alias("sb");
@@ -115,7 +138,7 @@ int main(int argc, char** argv) {
   // create
   auto* create = sandbox->add_subcommand("create", "create a sandbox running CMD (default: sleep infinity)");
   std::string name, image, driver, policy_file;
-  std::vector<std::string> command, envs, labels;
+  std::vector<std::string> command, envs, labels, sandbox_providers;
   bool no_wait = false;
   double timeout_s = 120;
   create->add_option("--name", name, "sandbox name (default: generated)");
@@ -125,6 +148,8 @@ int main(int argc, char** argv) {
   create->add_option("--policy", policy_file, "sandbox policy file (OpenShell YAML; see `bulwark policy validate`)");
   create->add_option("-e,--env", envs, "KEY=VALUE for the agent's environment (repeatable)");
   create->add_option("-l,--label", labels, "KEY=VALUE label (repeatable)");
+  create->add_option("--provider", sandbox_providers,
+                     "provider to attach (repeatable): github/generic ones become the agent's environment variables");
   bool detach = false;
   create->add_flag("--no-wait", no_wait, "return once accepted instead of waiting for READY");
   create->add_flag("-d,--detach", detach, "with a command: return at READY instead of waiting for it to end");
@@ -149,8 +174,11 @@ int main(int argc, char** argv) {
   int tail = 1000;
   logs->add_option("name", ref, "sandbox name or id")->required();
   logs->add_option("--tail", tail, "last N lines")->check(CLI::PositiveNumber)->capture_default_str();
-  bool denials_only = false;
-  logs->add_flag("--denials", denials_only, "only what the sandbox's policy refused (or allowed in audit mode), as a table");
+  bool denials_only = false, inference_only = false;
+  auto* denials_flag =
+      logs->add_flag("--denials", denials_only, "only what the sandbox's policy refused (or allowed in audit mode), as a table");
+  logs->add_flag("--inference", inference_only, "only its inference.local calls, as a table (model -> provider, status, bytes, latency)")
+      ->excludes(denials_flag);
 
   auto* health = app.add_subcommand("health", "check that the gateway answers");
 
@@ -198,6 +226,66 @@ int main(int argc, char** argv) {
   auto* plist = policy->add_subcommand("list", "list the versions of a sandbox's policy");
   plist->add_option("name", ref, "sandbox name or id")->required();
 
+  // Providers: credentials the gateway keeps sealed; every answer shows them masked.
+  auto* provider = app.add_subcommand("provider", "create and manage provider credentials (always shown masked)");
+  provider->require_subcommand(1);
+  provider->fallthrough();
+  cli::ProviderFlags pf;
+  std::string base_url;
+  auto add_credential_flags = [&](CLI::App* c) {
+    c->add_option("--credential", pf.credentials, "KEY=VALUE credential (repeatable)");
+    c->add_flag("--from-env", pf.from_env, "take the type's standard variable (e.g. ANTHROPIC_API_KEY) from this environment");
+  };
+  auto* prov_create = provider->add_subcommand("create", "store a provider's credentials");
+  prov_create->add_option("--name", pf.name, "provider name: lowercase letters, digits, '-', '_'")->required();
+  prov_create->add_option("--type", pf.type, "provider type: " + bulwark::providers::type_names())
+      ->required()
+      ->check(CLI::IsMember({"anthropic", "openai", "nvidia", "github", "generic"}));
+  add_credential_flags(prov_create);
+  auto* create_base_url = prov_create->add_option("--base-url", base_url, "the backend's API root (default: the type's)");
+  prov_create->footer("Example: bulwark provider create --name claude --type anthropic --from-env");
+  auto* prov_list = provider->add_subcommand("list", "list providers")->alias("ls");
+  auto* prov_get = provider->add_subcommand("get", "show one provider");
+  prov_get->add_option("name", pf.name, "provider name")->required();
+  auto* prov_update = provider->add_subcommand("update", "change a provider's credentials or base URL");
+  prov_update->add_option("name", pf.name, "provider name")->required();
+  add_credential_flags(prov_update);
+  prov_update->add_option("--remove-credential", pf.remove, "KEY to remove (repeatable)");
+  auto* update_base_url = prov_update->add_option("--base-url", base_url, "new API root (\"\" = the type's default)");
+  prov_update->footer("Example: bulwark provider update claude --credential ANTHROPIC_API_KEY=sk-ant-...");
+  auto* prov_delete = provider->add_subcommand("delete", "delete a provider no inference route uses")->alias("rm");
+  prov_delete->add_option("name", pf.name, "provider name")->required();
+
+  // Inference routes: which provider serves inference.local calls, globally or for one sandbox.
+  auto* inference = app.add_subcommand("inference", "route inference.local calls to providers (global or per sandbox)");
+  inference->require_subcommand(1);
+  inference->fallthrough();
+  cli::InferenceSetFlags inf;
+  std::string inf_sandbox, inf_file;
+  auto* inf_set = inference->add_subcommand("set", "set the route table of the global scope or of --sandbox");
+  inf_set->add_option("--sandbox", inf_sandbox, "sandbox name or id (default: the global table)");
+  auto* inf_provider = inf_set->add_option("--provider", inf.provider, "the backend's provider");
+  auto* inf_model = inf_set->add_option("--model", inf.model, "model sent to it (default: the one the agent asked for)");
+  auto* inf_match = inf_set->add_option("--match", inf.match, "model pattern, '*' matches anything")->capture_default_str();
+  auto* inf_privacy = inf_set->add_option("--privacy", inf.privacy, "the backend's: any, or local-only (a server on this host/cluster)")
+                          ->check(CLI::IsMember({"any", "local-only"}))
+                          ->capture_default_str();
+  auto* inf_cost = inf_set->add_option("--cost", inf.cost, "weight: cheaper backends are tried first")
+                       ->check(CLI::NonNegativeNumber)
+                       ->capture_default_str();
+  auto* inf_append = inf_set->add_flag("--append", inf.append, "add the backend to the current table instead of replacing it");
+  auto* inf_table_privacy =
+      inf_set->add_option("--sandbox-privacy", inf.sandbox_privacy, "the table's: any, or local-only (only local-only backends)")
+          ->check(CLI::IsMember({"any", "local-only"}));
+  auto* inf_file_opt = inf_set->add_option("--file", inf_file, "the whole table from a YAML or JSON file");
+  for (auto* o : {inf_provider, inf_model, inf_match, inf_privacy, inf_cost, inf_append, inf_table_privacy})
+    inf_file_opt->excludes(o);
+  inf_set->footer("Example: bulwark inference set --match 'gpt-*' --provider openai-prod --model gpt-4o-mini --append");
+  auto* inf_get = inference->add_subcommand("get", "show a route table (-o yaml: a file `inference set --file` reads)");
+  inf_get->add_option("--sandbox", inf_sandbox, "sandbox name or id (default: the global table)");
+  auto* inf_delete = inference->add_subcommand("delete", "delete a route table")->alias("rm");
+  inf_delete->add_option("--sandbox", inf_sandbox, "sandbox name or id (default: the global table)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -223,6 +311,7 @@ int main(int argc, char** argv) {
         auto [k, v] = cli::key_value("--label", l);
         spec["labels"][k] = v;
       }
+      if (!sandbox_providers.empty()) spec["providers"] = sandbox_providers;
       json s = gw.post("/v1/sandboxes", spec);
       if (!no_wait) {
         if (isatty(STDERR_FILENO)) std::cerr << "waiting for sandbox " << s.value("name", "") << " to be READY...\n";
@@ -250,9 +339,11 @@ int main(int argc, char** argv) {
       if (del_wait) s = wait_for(gw, s["sandbox_id"], 60, [](const std::string& p) { return p == "DELETED"; });
       print(g, s);
     } else if (*logs) {
-      json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail) + (denials_only ? "&stream=denial" : ""));
+      json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail) +
+                      (denials_only ? "&stream=denial" : inference_only ? "&stream=inference" : ""));
       if (g.output == "json") std::cout << r.dump(2) << "\n";
       else if (denials_only) std::cout << cli::denial_table(r.value("lines", json::array()).get<std::vector<json>>());
+      else if (inference_only) std::cout << cli::inference_event_table(r.value("lines", json::array()).get<std::vector<json>>());
       else print_logs(r);
     } else if (*pset || *pupdate) {
       json body;
@@ -294,6 +385,57 @@ int main(int argc, char** argv) {
                           std::to_string(v.value("size_bytes", 0)), v.value("author", ""), v.value("reason", "")});
         std::cout << cli::table(rows);
       }
+    } else if (*prov_create) {
+      if (create_base_url->count() > 0) pf.base_url = base_url;
+      auto req = cli::provider_create_body(pf, cli::environment(environ));
+      report_taken(req.taken);
+      print_providers(g, {gw.post("/v1/providers", req.body)}, true);
+    } else if (*prov_list) {
+      json r = gw.get("/v1/providers");
+      print_providers(g, r.value("providers", json::array()).get<std::vector<json>>(), false);
+    } else if (*prov_get) {
+      print_providers(g, {gw.get(provider_path(pf.name))}, true);
+    } else if (*prov_update) {
+      if (update_base_url->count() > 0) pf.base_url = base_url;
+      // --from-env looks for the provider's own type's variables.
+      std::string type = pf.from_env ? gw.get(provider_path(pf.name)).value("type", "") : "";
+      auto req = cli::provider_update_body(pf, type, cli::environment(environ));
+      report_taken(req.taken);
+      print_providers(g, {gw.patch(provider_path(pf.name), req.body)}, true);
+    } else if (*prov_delete) {
+      gw.del(provider_path(pf.name));
+      std::cout << (g.output == "json" ? "{}" : "provider " + pf.name + " deleted") << "\n";
+    } else if (*inf_set) {
+      json body;
+      if (!inf_file.empty()) {
+        body = cli::inference_config_from_text(inf_file, read_text("--file", inf_file, "a route table has `routes:`"));
+      } else {
+        if (inf.provider.empty()) throw CliError{cli::kUsage, "inference set: --provider is required (or --file)"};
+        json current;  // null: the scope has no table yet
+        if (inf.append) {
+          try {
+            current = gw.get(inference_path(inf_sandbox));
+          } catch (const CliError& e) {
+            if (e.exit_code != cli::kNotFound) throw;  // an unknown sandbox is reported by the PUT
+          }
+        }
+        body = cli::inference_set_body(inf, current);
+      }
+      json r = gw.put(inference_path(inf_sandbox), body);
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else std::cout << cli::inference_config_table(r);
+    } else if (*inf_get) {
+      json r = gw.get(inference_path(inf_sandbox));
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else if (g.output == "yaml") std::cout << cli::inference_config_yaml(r);
+      else std::cout << cli::inference_config_table(r);
+    } else if (*inf_delete) {
+      gw.del(inference_path(inf_sandbox));
+      std::cout << (g.output == "json" ? std::string("{}")
+                                       : "inference routes of " + (inf_sandbox.empty() ? std::string("the global scope")
+                                                                                       : "sandbox " + inf_sandbox) +
+                                             " deleted")
+                << "\n";
     } else if (*health) {
       json r = gw.get("/healthz");
       std::cout << (g.output == "json" ? r.dump(2) : "gateway " + g.gateway + ": " + r.value("status", "?")) << "\n";

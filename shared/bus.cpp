@@ -138,6 +138,12 @@ void Bus::publish(const std::string& subject, std::string_view data) {
 void Bus::publish(const std::string& subject, const google::protobuf::Message& m) {
   publish(subject, m.SerializeAsString());
 }
+void Bus::publish(const std::string& subject, const std::string& reply, std::string_view data) {
+  check_nats(natsConnection_PublishRequest(nc_.get(), subject.c_str(), reply.c_str(), data.data(),
+                                           static_cast<int>(data.size())),
+             "publish " + subject);
+}
+int64_t Bus::max_payload() const { return natsConnection_GetMaxPayload(nc_.get()); }
 
 Subscription Bus::make_sub(const std::string& subject, const std::string* queue, Handler h) {
   auto handler = std::make_unique<Handler>(std::move(h));
@@ -344,6 +350,10 @@ uint64_t KvBucket::put(const std::string& key, std::string_view value) {
   check_nats(kvStore_Put(&rev, kv_.get(), key.c_str(), value.data(), static_cast<int>(value.size())),
              "write key " + key + " of KV bucket " + name_);
   return rev;
+}
+
+void KvBucket::erase(const std::string& key) {
+  check_nats(kvStore_Delete(kv_.get(), key.c_str()), "delete key " + key + " of KV bucket " + name_);
 }
 
 std::vector<KvEntry> KvBucket::values(const std::string& pattern, std::chrono::milliseconds timeout) {

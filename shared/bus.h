@@ -107,6 +107,8 @@ class KvBucket {
   // a write whose ack was lost did): read it again and decide.
   std::optional<uint64_t> update(const std::string& key, std::string_view value, uint64_t last);
   uint64_t put(const std::string& key, std::string_view value);
+  // Deletes the key (a delete marker: get() finds nothing, watchers see deleted = true).
+  void erase(const std::string& key);
   // The current value of every key matching pattern (`*` and `>` wildcards), in revision order.
   std::vector<KvEntry> values(const std::string& pattern,
                               std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
@@ -136,6 +138,13 @@ class Bus {
 
   void publish(const std::string& subject, std::string_view data);
   void publish(const std::string& subject, const google::protobuf::Message& m);
+  // With a reply subject: the answers (possibly a stream of them) arrive on `reply`, an inbox the
+  // caller subscribed to first; the server sends a no-responders status there when nobody listens.
+  void publish(const std::string& subject, const std::string& reply, std::string_view data);
+  // The largest message the server accepts (its max_payload), in bytes.
+  int64_t max_payload() const;
+  // The libnats connection, owned by this Bus, for what it does not wrap.
+  natsConnection* native_handle() const { return nc_.get(); }
   Subscription subscribe(const std::string& subject, Handler h);
   Subscription queue_subscribe(const std::string& subject, const std::string& queue, Handler h);
 

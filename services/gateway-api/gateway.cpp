@@ -52,14 +52,76 @@ v1::PolicyValidateReply BusControlPlane::policy_validate(const v1::PolicyValidat
   return policy_request<v1::PolicyValidateReply>("validate", req, {});
 }
 
+std::vector<std::string> KvRoutePublisher::keys() {
+  std::vector<std::string> out;
+  for (auto& e : kv_.values(">")) out.push_back(std::move(e.key));
+  return out;
+}
+
+namespace {
+// Routers drop what they cached of a provider that changed.
+void announce_change(Bus& bus, const std::string& name) {
+  v1::ProviderResolveRequest r;
+  r.set_name(name);
+  try {
+    bus.publish(subjects::kProviderChanged, r);
+  } catch (const std::exception& e) {
+    spdlog::warn("cannot announce the change of provider {}: {}", name, e.what());
+  }
+}
+}  // namespace
+
+template <class Req, class Rep>
+Subscription Gateway::serve_on_worker(const std::string& subject, std::function<Rep(const Msg&, const Req&)> fn) {
+  return bus_.queue_subscribe(subject, subjects::kGatewayQueue, [this, subject, fn](Msg& m) {
+    auto owned = std::make_shared<Msg>(std::move(m));
+    nats_work_.post([this, subject, fn, owned] {
+      bus_.reply_with(*owned, [&] {
+        Req req;
+        if (!req.ParseFromArray(owned->data().data(), static_cast<int>(owned->data().size())))
+          throw Error(Code::kInvalidArgument, "request on " + subject + " is not a valid " + req.GetTypeName());
+        bus_.respond(*owned, fn(*owned, req));
+      });
+    });
+  });
+}
+
 Gateway::Gateway(Bus& bus, GatewayOptions o)
-    : o_(std::move(o)), store_(o_.db_path), cp_(bus, o_), sandboxes_(store_, cp_, o_.defaults) {
+    : o_(std::move(o)),
+      bus_(bus),
+      store_(o_.db_path),
+      box_(SecretBox::load(o_.provider_key_file.empty() ? default_key_file(o_.db_path) : o_.provider_key_file)),
+      routes_kv_(bus.key_value({.bucket = subjects::kInferenceRoutesBucket,
+                                .description = "Bulwark: inference route tables, key global or sandbox.<sandbox_id>",
+                                .history = 1,
+                                .replicas = o_.kv_replicas})),
+      providers_(store_, box_, [&bus](const std::string& name) { announce_change(bus, name); }),
+      inference_(store_, routes_kv_),
+      cp_(bus, o_),
+      sandboxes_(store_, cp_, o_.defaults),
+      nats_work_(2, "gateway-nats") {
+  providers_.reseal();
+  inference_.sync();  // SQLite is the truth: a wiped or stale KV is repaired here
+  sandboxes_.on_removed([this](const std::string& id) { inference_.drop_sandbox(id); });
+
   bus.ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, o_.stream_max_age);
   reports_ = bus.js_durable_subscribe(subjects::kSandboxStream, "gateway", subjects::kSandboxAll,
                                       [this](Msg& m) { on_stream(m); });
   sandboxes_.resume();
 
-  install_routes(http_, sandboxes_, HealthInfo{[&bus] { return bus.connected(); }});
+  resolve_ = serve_on_worker<v1::ProviderResolveRequest, v1::Provider>(
+      subjects::kProviderResolve, [this](const Msg&, const v1::ProviderResolveRequest& r) { return providers_.resolve(r.name()); });
+  env_ = serve_on_worker<v1::ProviderEnvRequest, v1::ProviderEnvReply>(
+      subjects::kProviderEnvAll, [this](const Msg& m, const v1::ProviderEnvRequest& r) {
+        std::string_view subj = m.subject();
+        if (subj.substr(subj.rfind('.') + 1) != r.sandbox_id())
+          throw Error(Code::kInvalidArgument,
+                      "sandbox_id: '" + r.sandbox_id() + "' is not the sandbox of subject " + std::string(subj), "sandbox_id");
+        return providers_.env(r.sandbox_id());
+      });
+  bus.flush();
+
+  install_routes(http_, sandboxes_, providers_, inference_, HealthInfo{[&bus] { return bus.connected(); }});
   if (!http_.bind_to_port(o_.http_addr.c_str(), o_.http_port))
     throw Error(Code::kUnavailable, "cannot listen on " + o_.http_addr + ":" + std::to_string(o_.http_port) +
                                         " (in use? set --http-port or BULWARK_HTTP_PORT)");
@@ -111,6 +173,7 @@ void Gateway::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  nats_work_.shutdown();
   sandboxes_.shutdown();
 }
 

@@ -1,6 +1,7 @@
 #pragma once
-// gateway-api wired together: SQLite store, the sandbox operations, the REST server, the
-// JetStream consumer of sandbox reports and logs, and the sweeper that times out stuck steps.
+// gateway-api wired together: SQLite store, the sandbox, provider and inference-route operations,
+// the REST server, the JetStream consumer of sandbox reports and logs, the provider requests of
+// routers and supervisors, and the sweeper that times out stuck steps.
 #include <httplib.h>
 
 #include <atomic>
@@ -9,10 +10,14 @@
 #include <mutex>
 #include <thread>
 
+#include "services/gateway-api/inference.h"
+#include "services/gateway-api/providers.h"
 #include "services/gateway-api/sandboxes.h"
+#include "services/gateway-api/secret_box.h"
 #include "services/gateway-api/store.h"
 #include "shared/bus.h"
 #include "shared/service.h"
+#include "shared/work_queue.h"
 
 namespace bulwark::gateway {
 
@@ -24,6 +29,20 @@ struct GatewayOptions {
   std::chrono::milliseconds place_timeout{60000};
   std::chrono::milliseconds driver_timeout{30000};
   std::chrono::seconds stream_max_age{7 * 24 * 3600};
+  std::string provider_key_file;  // "" = provider.key beside db_path
+  int kv_replicas = 1;            // of the inference_routes bucket; > 1 only on a NATS cluster
+};
+
+// Route tables to the routers: JetStream KV bucket inference_routes.
+class KvRoutePublisher : public RoutePublisher {
+ public:
+  explicit KvRoutePublisher(KvBucket kv) : kv_(std::move(kv)) {}
+  void put(const std::string& key, const std::string& value) override { kv_.put(key, value); }
+  void erase(const std::string& key) override { kv_.erase(key); }
+  std::vector<std::string> keys() override;
+
+ private:
+  KvBucket kv_;
 };
 
 // ControlPlane over NATS: place on the scheduler queue group, delete on the driver's own subject.
@@ -53,11 +72,20 @@ class Gateway : public Component {
 
  private:
   void on_stream(Msg& m);
+  // A request served on a worker (the store may block), replied to with fn's result or its error.
+  template <class Req, class Rep>
+  Subscription serve_on_worker(const std::string& subject, std::function<Rep(const Msg&, const Req&)> fn);
 
   GatewayOptions o_;
+  Bus& bus_;
   Store store_;
+  SecretBox box_;
+  KvRoutePublisher routes_kv_;
+  Providers providers_;
+  InferenceRoutes inference_;
   BusControlPlane cp_;
   Sandboxes sandboxes_;
+  WorkQueue nats_work_;
   httplib::Server http_;
   std::thread http_thread_;
   std::thread sweeper_;
@@ -65,6 +93,8 @@ class Gateway : public Component {
   std::condition_variable cv_;
   bool stopping_ = false;
   Subscription reports_;
+  Subscription resolve_;
+  Subscription env_;
 };
 
 }  // namespace bulwark::gateway

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 #include "bulwark/v1/common.pb.h"
 #include "shared/error.h"
 #include "shared/proto_json.h"
@@ -78,7 +80,8 @@ std::string error_json(Code code, const std::string& message, const std::string&
   return message_to_json(b);
 }
 
-void install_routes(httplib::Server& srv, Sandboxes& sandboxes, HealthInfo health) {
+void install_routes(httplib::Server& srv, Sandboxes& sandboxes, Providers& providers, InferenceRoutes& inference,
+                    HealthInfo health) {
   srv.set_payload_max_length(kMaxBody);
 
   srv.Get("/healthz", [health](const httplib::Request&, httplib::Response& res) {
@@ -123,8 +126,10 @@ void install_routes(httplib::Server& srv, Sandboxes& sandboxes, HealthInfo healt
     guarded(res, [&] {
       v1::LogsReply reply;
       std::string stream = req.get_param_value("stream");
-      if (!stream.empty() && stream != "stdout" && stream != "stderr" && stream != "bulwark" && stream != "denial")
-        throw Error(Code::kInvalidArgument, "stream: must be stdout, stderr, bulwark or denial, got '" + stream + "'", "stream");
+      if (!stream.empty() && stream != "stdout" && stream != "stderr" && stream != "bulwark" && stream != "denial" &&
+          stream != "inference")
+        throw Error(Code::kInvalidArgument,
+                    "stream: must be stdout, stderr, bulwark, denial or inference, got '" + stream + "'", "stream");
       for (auto& l : sandboxes.logs(req.matches[1], count_param(req, "tail", 1000, 100000), stream))
         *reply.add_lines() = std::move(l);
       send(res, 200, reply);
@@ -166,6 +171,63 @@ void install_routes(httplib::Server& srv, Sandboxes& sandboxes, HealthInfo healt
       json_to_message(req.body.empty() ? "{}" : req.body, &body);
       if (body.yaml().empty()) throw Error(Code::kInvalidArgument, "yaml: required (the policy YAML)", "yaml");
       send(res, 200, sandboxes.policy_validate(std::move(body)));
+    });
+  });
+
+  // Providers: credentials go in, only masked values come out (docs/api.md).
+  srv.Post("/v1/providers", [&providers](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      require_json(req);
+      v1::Provider p;
+      json_to_message(req.body.empty() ? "{}" : req.body, &p);
+      send(res, 201, providers.create(std::move(p)));
+    });
+  });
+  srv.Get("/v1/providers", [&providers](const httplib::Request&, httplib::Response& res) {
+    guarded(res, [&] {
+      v1::ProviderList reply;
+      for (auto& p : providers.list()) *reply.add_providers() = std::move(p);
+      send(res, 200, reply);
+    });
+  });
+  srv.Get(R"(/v1/providers/([^/]+))", [&providers](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] { send(res, 200, providers.get(req.matches[1])); });
+  });
+  srv.Patch(R"(/v1/providers/([^/]+))", [&providers](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      require_json(req);
+      const std::string body = req.body.empty() ? "{}" : req.body;
+      v1::Provider patch;
+      json_to_message(body, &patch);
+      // proto3 cannot tell "base_url": "" (back to the type's default) from no base_url at all.
+      auto j = nlohmann::json::parse(body);
+      bool base_url_given = (j.contains("base_url") && !j["base_url"].is_null()) || (j.contains("baseUrl") && !j["baseUrl"].is_null());
+      send(res, 200, providers.update(req.matches[1], patch, base_url_given));
+    });
+  });
+  srv.Delete(R"(/v1/providers/([^/]+))", [&providers](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      providers.remove(req.matches[1]);
+      res.status = 204;
+    });
+  });
+
+  // Inference route tables: global, or one sandbox's with ?sandbox=<id or name>.
+  srv.Put("/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      require_json(req);
+      v1::InferenceConfig c;
+      json_to_message(req.body.empty() ? "{}" : req.body, &c);
+      send(res, 200, inference.put(req.get_param_value("sandbox"), std::move(c)));
+    });
+  });
+  srv.Get("/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] { send(res, 200, inference.get(req.get_param_value("sandbox"))); });
+  });
+  srv.Delete("/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      inference.remove(req.get_param_value("sandbox"));
+      res.status = 204;
     });
   });
 

@@ -5,6 +5,8 @@
 
 #include <functional>
 
+#include "services/gateway-api/inference.h"
+#include "services/gateway-api/providers.h"
 #include "services/gateway-api/sandboxes.h"
 #include "shared/error.h"
 
@@ -14,7 +16,8 @@ struct HealthInfo {
   std::function<bool()> nats_connected;
 };
 
-void install_routes(httplib::Server& srv, Sandboxes& sandboxes, HealthInfo health);
+void install_routes(httplib::Server& srv, Sandboxes& sandboxes, Providers& providers, InferenceRoutes& inference,
+                    HealthInfo health);
 
 // The JSON error body; shared by the routes and the server's own errors (404, 413, ...).
 std::string error_json(Code code, const std::string& message, const std::string& field = {});

@@ -9,6 +9,9 @@ int main(int argc, char** argv) {
       .text("http-addr", &o.http_addr, "address to listen on")
       .integer("http-port", &o.http_port, "port to listen on", 1, 65535)
       .text("db", &o.db_path, "SQLite database file")
+      .text("provider-key-file", &o.provider_key_file,
+            "key ring that seals provider credentials (default: provider.key beside --db; created, mode 0600)")
+      .integer("kv-replicas", &o.kv_replicas, "replicas of the inference_routes KV bucket (> 1 only on a NATS cluster)", 1, 5)
       .text("default-image", &o.defaults.image, "image for sandboxes that name none")
       .seconds("start-timeout", &start_timeout_s, "how long a sandbox may take to become READY", 1, 86400);
   return svc.run(argc, argv, [&](bulwark::Bus& bus) {

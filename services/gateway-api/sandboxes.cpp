@@ -62,6 +62,12 @@ Sandboxes::~Sandboxes() { work_.shutdown(); }
 
 v1::Sandbox Sandboxes::create(v1::SandboxSpec spec, const std::string& key, bool* created) {
   normalize_spec(spec, defaults_);
+  for (int i = 0; i < spec.providers_size(); ++i) {
+    const std::string field = "providers[" + std::to_string(i) + "]";
+    if (!store_.find_provider(spec.providers(i)))
+      throw Error(Code::kInvalidArgument, field + ": no provider named '" + spec.providers(i) + "' (see GET /v1/providers)",
+                  field);
+  }
   auto now = now_timestamp();
   v1::Sandbox s;
   s.set_sandbox_id(random_hex(8));
@@ -96,6 +102,7 @@ v1::Sandbox Sandboxes::remove(const std::string& ref) {
   if (after && after->phase() == v1::STOPPING) {
     std::string id = s.sandbox_id();
     work_.post([this, id] { destroy(id); });
+    if (removed_) work_.post([this, id] { removed_(id); });
   }
   return after.value_or(s);
 }

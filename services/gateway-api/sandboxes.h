@@ -3,6 +3,7 @@
 // placement and deletion on worker threads, and folds the reports of other services into the
 // lifecycle. It reaches other services only through ControlPlane, so it is tested without NATS.
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,9 @@ class Sandboxes {
   // Periodic: time out stuck sandboxes, retry stalled deletes.
   void sweep();
   void shutdown() { work_.shutdown(); }
+  // Runs (on a worker) for each sandbox whose deletion was requested: its inference routes go too.
+  // Set before the first request.
+  void on_removed(std::function<void(const std::string& sandbox_id)> fn) { removed_ = std::move(fn); }
 
  private:
   void place(const std::string& sandbox_id);
@@ -79,6 +83,7 @@ class Sandboxes {
   Store& store_;
   ControlPlane& cp_;
   SandboxDefaults defaults_;
+  std::function<void(const std::string&)> removed_;
   WorkQueue work_;
 };
 

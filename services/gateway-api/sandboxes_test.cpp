@@ -5,42 +5,16 @@
 #include <mutex>
 
 #include "services/gateway-api/sandboxes.h"
+#include "services/gateway-api/test_fakes.h"
 #include "shared/error.h"
 #include "tests/support/support.h"
 
 using namespace bulwark;
 using namespace bulwark::gateway;
+using namespace bulwark::gateway::fakes;
 using namespace std::chrono_literals;
 
 namespace {
-struct ScriptedControlPlane : ControlPlane {
-  std::mutex mu;
-  std::optional<Error> place_error;
-  std::vector<std::string> deleted;
-  v1::PlaceReply place(const v1::PlaceRequest& req) override {
-    std::lock_guard l(mu);
-    if (place_error) throw *place_error;
-    v1::PlaceReply r;
-    r.set_driver_id("podman-test");
-    r.set_workload_id("w-" + req.sandbox_id());
-    return r;
-  }
-  void delete_workload(const std::string& driver, const std::string& id) override {
-    std::lock_guard l(mu);
-    deleted.push_back(driver + "/" + id);
-  }
-  std::vector<std::string> policies;  // "<sandbox_id>: <yaml>" stored before placement
-  v1::PolicyWriteReply policy_set(const v1::PolicySetRequest& req) override {
-    std::lock_guard l(mu);
-    policies.push_back(req.sandbox_id() + ": " + req.yaml());
-    return {};
-  }
-  v1::PolicyWriteReply policy_update(const v1::PolicyUpdateRequest&) override { return {}; }
-  v1::PolicyRecord policy_get(const v1::PolicyGetRequest&) override { return {}; }
-  v1::PolicyListReply policy_list(const v1::PolicyListRequest&) override { return {}; }
-  v1::PolicyValidateReply policy_validate(const v1::PolicyValidateRequest&) override { return {}; }
-};
-
 v1::SandboxSpec spec_named(const std::string& n) {
   v1::SandboxSpec s;
   s.set_name(n);

@@ -82,6 +82,18 @@ Store::Store(const std::string& path) : path_(path) {
     while (q.step()) has_stream = has_stream || q.text(0) == "stream";
   }
   if (!has_stream) exec("ALTER TABLE logs ADD COLUMN stream TEXT NOT NULL DEFAULT ''");
+  // credentials: SecretBox-sealed JSON (never clear). A row does not open under another name.
+  exec(R"(CREATE TABLE IF NOT EXISTS providers (
+           name TEXT PRIMARY KEY,
+           type TEXT NOT NULL,
+           base_url TEXT NOT NULL,
+           credentials TEXT NOT NULL,
+           created_ms INTEGER NOT NULL,
+           updated_ms INTEGER NOT NULL))");
+  // scope: "" for the global route table, else a sandbox_id. record: the InferenceConfig protobuf.
+  exec(R"(CREATE TABLE IF NOT EXISTS inference_configs (
+           scope TEXT PRIMARY KEY,
+           record BLOB NOT NULL))");
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -194,6 +206,132 @@ std::vector<v1::LogLine> Store::logs(const std::string& sandbox_id, size_t tail,
     if (l.ParseFromString(q.text(0))) out.push_back(std::move(l));
   }
   return out;
+}
+
+namespace {
+constexpr const char* kProviderCols = "SELECT name, type, base_url, credentials, created_ms, updated_ms FROM providers";
+
+v1::InferenceConfig parse_config(const std::string& blob) {
+  v1::InferenceConfig c;
+  if (!c.ParseFromString(blob)) throw Error(Code::kInternal, "corrupt inference config in the gateway database");
+  return c;
+}
+
+std::string scope_name(const std::string& scope) { return scope.empty() ? "the global table" : "sandbox " + scope; }
+}  // namespace
+
+ProviderRow Store::provider_row(Stmt& q) {
+  return ProviderRow{q.text(0), q.text(1), q.text(2), q.text(3), q.integer(4), q.integer(5)};
+}
+
+void Store::insert_provider(const ProviderRow& p) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "INSERT OR IGNORE INTO providers(name, type, base_url, credentials, created_ms, updated_ms) "
+              "VALUES (?, ?, ?, ?, ?, ?)");
+  q.bind(1, p.name).bind(2, p.type).bind(3, p.base_url).bind(4, p.sealed_credentials).bind(5, p.created_ms).bind(6, p.updated_ms);
+  q.step();
+  if (sqlite3_changes(db_) == 0)
+    throw Error(Code::kAlreadyExists, "a provider named '" + p.name + "' already exists; update it or pick another name",
+                "name");
+}
+
+std::optional<ProviderRow> Store::find_provider(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, std::string(kProviderCols) + " WHERE name = ?");
+  q.bind(1, name);
+  if (!q.step()) return std::nullopt;
+  return provider_row(q);
+}
+
+std::vector<ProviderRow> Store::list_providers() {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, std::string(kProviderCols) + " ORDER BY name");
+  std::vector<ProviderRow> out;
+  while (q.step()) out.push_back(provider_row(q));
+  return out;
+}
+
+std::optional<ProviderRow> Store::modify_provider(const std::string& name, const std::function<bool(ProviderRow&)>& fn) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, std::string(kProviderCols) + " WHERE name = ?");
+  q.bind(1, name);
+  if (!q.step()) return std::nullopt;
+  auto p = provider_row(q);
+  if (fn(p)) {
+    Stmt u(db_, "UPDATE providers SET base_url = ?, credentials = ?, updated_ms = ? WHERE name = ?");
+    u.bind(1, p.base_url).bind(2, p.sealed_credentials).bind(3, p.updated_ms).bind(4, name);
+    u.step();
+  }
+  return p;
+}
+
+std::string Store::provider_use_locked(const std::string& name) {
+  Stmt q(db_, "SELECT record FROM inference_configs ORDER BY scope");
+  while (q.step()) {
+    auto c = parse_config(q.text(0));
+    for (const auto& r : c.routes())
+      for (const auto& b : r.backends())
+        if (b.provider() == name) return "route '" + r.match() + "' of " + scope_name(c.sandbox_id());
+  }
+  return "";
+}
+
+std::string Store::provider_use(const std::string& name) {
+  std::lock_guard lock(mu_);
+  return provider_use_locked(name);
+}
+
+bool Store::delete_provider(const std::string& name) {
+  std::lock_guard lock(mu_);
+  if (auto use = provider_use_locked(name); !use.empty())
+    throw Error(Code::kFailedPrecondition,
+                "provider '" + name + "' is used by inference " + use + ": change or delete that route first", "name");
+  Stmt q(db_, "DELETE FROM providers WHERE name = ?");
+  q.bind(1, name);
+  q.step();
+  return sqlite3_changes(db_) > 0;
+}
+
+void Store::put_inference(const v1::InferenceConfig& c) {
+  std::lock_guard lock(mu_);
+  for (int i = 0; i < c.routes_size(); ++i)
+    for (int j = 0; j < c.routes(i).backends_size(); ++j) {
+      const auto& name = c.routes(i).backends(j).provider();
+      Stmt q(db_, "SELECT 1 FROM providers WHERE name = ?");
+      q.bind(1, name);
+      if (!q.step()) {
+        std::string field = "routes[" + std::to_string(i) + "].backends[" + std::to_string(j) + "].provider";
+        throw Error(Code::kInvalidArgument, field + ": no provider named '" + name + "'", field);
+      }
+    }
+  Stmt q(db_, "INSERT INTO inference_configs(scope, record) VALUES (?, ?) "
+              "ON CONFLICT(scope) DO UPDATE SET record = excluded.record");
+  q.bind(1, c.sandbox_id()).bind_blob(2, c.SerializeAsString());
+  q.step();
+}
+
+std::optional<v1::InferenceConfig> Store::find_inference(const std::string& scope) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "SELECT record FROM inference_configs WHERE scope = ?");
+  q.bind(1, scope);
+  if (!q.step()) return std::nullopt;
+  return parse_config(q.text(0));
+}
+
+std::vector<v1::InferenceConfig> Store::list_inference() {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "SELECT record FROM inference_configs ORDER BY scope");
+  std::vector<v1::InferenceConfig> out;
+  while (q.step()) out.push_back(parse_config(q.text(0)));
+  return out;
+}
+
+bool Store::delete_inference(const std::string& scope) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "DELETE FROM inference_configs WHERE scope = ?");
+  q.bind(1, scope);
+  q.step();
+  return sqlite3_changes(db_) > 0;
 }
 
 }  // namespace bulwark::gateway

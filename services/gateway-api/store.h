@@ -1,6 +1,7 @@
 #pragma once
-// The gateway's durable state: sandbox records and their logs in one SQLite file (WAL). The gateway
-// is the only writer. Records are stored whole (protobuf) next to the columns that are queried.
+// The gateway's durable state: sandbox records and their logs, providers (credentials sealed by
+// SecretBox, never clear) and inference route tables, in one SQLite file (WAL). The gateway is the
+// only writer. Records are stored whole (protobuf) next to the columns that are queried.
 #include <sqlite3.h>
 
 #include <functional>
@@ -10,9 +11,20 @@
 #include <string>
 #include <vector>
 
+#include "bulwark/v1/inference.pb.h"
 #include "bulwark/v1/sandbox.pb.h"
 
 namespace bulwark::gateway {
+
+// A provider as stored. The credentials are opaque here: SecretBox::seal of their JSON.
+struct ProviderRow {
+  std::string name;
+  std::string type;
+  std::string base_url;
+  std::string sealed_credentials;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
 
 class Store {
  public:
@@ -37,11 +49,32 @@ class Store {
   // The last `tail` lines, of one stream ("stdout", "denial", ...) or of all when stream is "".
   std::vector<v1::LogLine> logs(const std::string& sandbox_id, size_t tail, const std::string& stream = "");
 
+  // Providers. insert: Error(kAlreadyExists, field "name") when the name is taken.
+  void insert_provider(const ProviderRow& p);
+  std::optional<ProviderRow> find_provider(const std::string& name);
+  std::vector<ProviderRow> list_providers();  // by name
+  // Read-modify-write under the store's lock; fn returns true to save. nullopt when no such name.
+  std::optional<ProviderRow> modify_provider(const std::string& name, const std::function<bool(ProviderRow&)>& fn);
+  // False when there was none. Error(kFailedPrecondition) naming the route when an inference config
+  // still uses it: checked under the same lock as put_inference, so no route is left dangling.
+  bool delete_provider(const std::string& name);
+  // "route 'gpt-*' of sandbox <id>" when some inference config uses the provider, else "".
+  std::string provider_use(const std::string& name);
+
+  // Inference route tables by scope: sandbox_id, "" for the global one. put: Error(kInvalidArgument,
+  // field routes[i].backends[j].provider) when a backend names a provider that does not exist.
+  void put_inference(const v1::InferenceConfig& c);
+  std::optional<v1::InferenceConfig> find_inference(const std::string& scope);
+  std::vector<v1::InferenceConfig> list_inference();
+  bool delete_inference(const std::string& scope);  // false when there was none
+
  private:
   struct Stmt;
   void exec(const char* sql);
   void save_locked(const v1::Sandbox& s);
   std::vector<v1::Sandbox> query_records(const std::string& sql);
+  std::string provider_use_locked(const std::string& name);
+  static ProviderRow provider_row(Stmt& q);
 
   std::mutex mu_;
   sqlite3* db_ = nullptr;

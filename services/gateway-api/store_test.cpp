@@ -102,3 +102,74 @@ TEST_CASE("a database path that cannot be opened names the path") {
     CHECK(std::string(e.what()).find("/no/such/dir/g.db") != std::string::npos);
   }
 }
+
+TEST_CASE("provider rows: unique names, read-modify-write, listed by name") {
+  testing::TempDir dir;
+  Store st(dir.file("g.db"));
+  st.insert_provider(ProviderRow{"zeta", "github", "", "sealed-z", 1, 1});
+  st.insert_provider(ProviderRow{"alpha", "openai", "https://x", "sealed-a", 2, 2});
+  try {
+    st.insert_provider(ProviderRow{"alpha", "github", "", "other", 3, 3});
+    FAIL("duplicate name accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::kAlreadyExists);
+    CHECK(e.field() == "name");
+  }
+  auto all = st.list_providers();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].name == "alpha");
+  CHECK(all[0].sealed_credentials == "sealed-a");
+  auto after = st.modify_provider("alpha", [](ProviderRow& r) {
+    r.base_url = "https://y";
+    r.sealed_credentials = "sealed-b";
+    r.updated_ms = 9;
+    return true;
+  });
+  REQUIRE(after);
+  auto again = st.find_provider("alpha");
+  CHECK(again->base_url == "https://y");
+  CHECK(again->sealed_credentials == "sealed-b");
+  CHECK(again->created_ms == 2);
+  CHECK(again->updated_ms == 9);
+  CHECK_FALSE(st.modify_provider("nope", [](ProviderRow&) { return true; }));
+  CHECK(st.delete_provider("zeta"));
+  CHECK_FALSE(st.delete_provider("zeta"));
+  CHECK_FALSE(st.find_provider("zeta"));
+}
+
+TEST_CASE("inference configs by scope survive reopening; a provider in use cannot be deleted") {
+  testing::TempDir dir;
+  {
+    Store st(dir.file("g.db"));
+    st.insert_provider(ProviderRow{"p", "openai", "", "s", 1, 1});
+    v1::InferenceConfig global, scoped;
+    auto* b = global.add_routes();
+    b->set_match("*");
+    b->add_backends()->set_provider("p");
+    scoped = global;
+    scoped.set_sandbox_id("id1");
+    scoped.mutable_routes(0)->set_match("gpt-*");
+    st.put_inference(global);
+    st.put_inference(scoped);
+    scoped.set_privacy("local-only");
+    st.put_inference(scoped);  // replaces
+  }
+  Store st(dir.file("g.db"));
+  auto all = st.list_inference();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].sandbox_id() == "");
+  CHECK(st.find_inference("id1")->privacy() == "local-only");
+  CHECK(st.provider_use("p") == "route '*' of the global table");
+  try {
+    st.delete_provider("p");
+    FAIL("deleted a provider in use");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::kFailedPrecondition);
+    CHECK(std::string(e.what()).find("route '*' of the global table") != std::string::npos);
+  }
+  CHECK(st.delete_inference(""));
+  CHECK_FALSE(st.delete_inference(""));
+  CHECK(st.provider_use("p") == "route 'gpt-*' of sandbox id1");
+  CHECK(st.delete_inference("id1"));
+  CHECK(st.delete_provider("p"));
+}

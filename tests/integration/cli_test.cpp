@@ -1,6 +1,7 @@
 // The bulwark CLI as a user runs it, against the real suite.
 #include <doctest/doctest.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -17,10 +18,18 @@ struct Run {
   int code;
   std::string out, err;
 };
-Run bulwark_cli(const std::vector<std::string>& args, const std::string& gateway) {
+// extra_env: "K=V" entries added to this process's environment for the CLI.
+Run bulwark_cli(const std::vector<std::string>& args, const std::string& gateway,
+                const std::vector<std::string>& extra_env = {}) {
   std::vector<std::string> argv = {bin("bulwark"), "--gateway", gateway};
   argv.insert(argv.end(), args.begin(), args.end());
-  auto p = Process::spawn({.argv = argv, .pipe_stdout = true, .pipe_stderr = true});
+  std::optional<std::vector<std::string>> env;
+  if (!extra_env.empty()) {
+    env.emplace();
+    for (char** e = environ; *e; ++e) env->push_back(*e);
+    env->insert(env->end(), extra_env.begin(), extra_env.end());
+  }
+  auto p = Process::spawn({.argv = argv, .env = env, .pipe_stdout = true, .pipe_stderr = true});
   // Both pipes at once, so neither can fill up while the other is read.
   Run r{0, {}, {}};
   pollfd fds[2] = {{p.stdout_fd(), POLLIN, 0}, {p.stderr_fd(), POLLIN, 0}};
@@ -193,4 +202,38 @@ TEST_CASE("bulwark policy set/update/get/list change a running sandbox's policy;
   }, std::chrono::seconds(20));
   CHECK_MESSAGE(seen, bulwark_cli({"sandbox", "logs", "live"}, suite.gateway_url()).out);
   bulwark_cli({"sandbox", "delete", "live"}, suite.gateway_url());
+}
+
+TEST_CASE("bulwark provider and inference: --from-env names the variable; no output ever holds the value") {
+  Suite suite;
+  const std::string secret = "sk-ant-cli-SECRET-0123456789";
+  auto created = bulwark_cli({"provider", "create", "--name", "claude", "--type", "anthropic", "--from-env"}, suite.gateway_url(),
+                             {"ANTHROPIC_API_KEY=" + secret});
+  CHECK_MESSAGE(created.code == 0, created.err);
+  CHECK_MESSAGE(has(created.err, "took ANTHROPIC_API_KEY from the environment"), created.err);
+  CHECK_MESSAGE(has(created.out, "ANTHROPIC_API_KEY=sk-****6789"), created.out);
+  auto nothing = bulwark_cli({"provider", "create", "--name", "gh", "--type", "github", "--from-env"}, suite.gateway_url(),
+                             {"GITHUB_TOKEN=", "GH_TOKEN="});
+  CHECK(nothing.code == 2);
+  CHECK_MESSAGE(has(nothing.err, "GITHUB_TOKEN, GH_TOKEN"), nothing.err);
+
+  auto list = bulwark_cli({"provider", "list", "-o", "json"}, suite.gateway_url());
+  CHECK(list.code == 0);
+  CHECK(nlohmann::json::parse(list.out)["providers"][0]["credentials"]["ANTHROPIC_API_KEY"] == "sk-****6789");
+  auto set = bulwark_cli({"inference", "set", "--provider", "claude", "--model", "claude-sonnet-4-5"}, suite.gateway_url());
+  CHECK_MESSAGE(set.code == 0, set.err);
+  CHECK_MESSAGE(has(set.out, "claude-sonnet-4-5"), set.out);
+  auto get = bulwark_cli({"inference", "get", "-o", "json"}, suite.gateway_url());
+  CHECK(get.code == 0);
+  CHECK(nlohmann::json::parse(get.out)["routes"][0]["backends"][0]["provider"] == "claude");
+  auto in_use = bulwark_cli({"provider", "delete", "claude"}, suite.gateway_url());
+  CHECK(in_use.code == 1);
+  CHECK_MESSAGE(has(in_use.err, "route '*'"), in_use.err);
+  for (const auto& r : {created, list, set, get, in_use, bulwark_cli({"provider", "get", "claude", "-o", "json"}, suite.gateway_url())})
+    CHECK_FALSE(has(r.out + r.err, secret));
+
+  CHECK(bulwark_cli({"inference", "delete"}, suite.gateway_url()).code == 0);
+  CHECK(bulwark_cli({"inference", "get"}, suite.gateway_url()).code == 3);
+  CHECK(bulwark_cli({"provider", "delete", "claude"}, suite.gateway_url()).code == 0);
+  CHECK(bulwark_cli({"provider", "get", "claude"}, suite.gateway_url()).code == 3);
 }
