@@ -30,6 +30,10 @@
 
 namespace bulwark::supervisor {
 
+// The agent's environment sent over the release pipe: far above any real one, and a bound on what
+// init reads.
+constexpr size_t kMaxEnvBlock = 4 << 20;
+
 policy::FilesystemPolicy default_filesystem_policy() {
   policy::FilesystemPolicy fs;
   fs.include_workdir = true;
@@ -170,7 +174,31 @@ class EventOut {
                              int report_fd, int out_fd, int err_fd, int events_fd) {
   char go = 0;
   if (::read(go_fd, &go, 1) != 1) ::_exit(125);  // the supervisor went away before releasing us
+  // After the go byte, maybe a new environment for the agent: NUL-terminated "K=V" entries up to EOF.
+  std::string env_block;
+  step(report_fd, "environment", [&] {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(go_fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) sys(false, "read the agent's environment");
+      if (n == 0) break;
+      env_block.append(buf, static_cast<size_t>(n));
+      if (env_block.size() > kMaxEnvBlock) throw Error(Code::kInvalidArgument, "the agent's environment is too large");
+    }
+    if (!env_block.empty() && env_block.back() != '\0')
+      throw Error(Code::kInvalidArgument, "the agent's environment arrived cut short");
+  });
   ::close(go_fd);
+  std::vector<std::string> agent_env = o.env;
+  if (!env_block.empty()) {
+    agent_env.clear();
+    for (size_t at = 0; at < env_block.size();) {
+      size_t nul = env_block.find('\0', at);
+      agent_env.push_back(env_block.substr(at, nul - at));
+      at = nul + 1;
+    }
+  }
 
   step(report_fd, "network", [&] {
     configure_agent_side(veth);
@@ -236,7 +264,7 @@ class EventOut {
   std::vector<char*> argv, envp;
   for (const auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  for (const auto& e : o.env) envp.push_back(const_cast<char*>(e.c_str()));
+  for (const auto& e : agent_env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
   pid_t agent = ::fork();
@@ -262,7 +290,7 @@ class EventOut {
     });
     ::close(listener_sock[1]);
     // execvpe searches PATH from the agent's environment.
-    for (const auto& e : o.env)
+    for (const auto& e : agent_env)
       if (e.rfind("PATH=", 0) == 0) ::setenv("PATH", e.c_str() + 5, 1);
     ::execvpe(argv[0], argv.data(), envp.data());
     fail_step(report_fd, "exec", errno_text("cannot run '" + o.command[0] + "'", errno));
@@ -341,8 +369,23 @@ void AgentLauncher::setup_network() {
   network_up_ = true;
 }
 
-ContainReport AgentLauncher::release() {
-  if (::write(go_.get(), "g", 1) != 1) throw Error(Code::kInternal, errno_text("release the agent", errno));
+ContainReport AgentLauncher::release(std::optional<std::vector<std::string>> env) {
+  std::string go = "g";
+  if (env) {
+    for (const auto& e : *env) {
+      if (e.find('\0') != std::string::npos || e.find('=') == std::string::npos)
+        throw Error(Code::kInvalidArgument, "an entry of the agent's environment is not NAME=value");
+      go.append(e).push_back('\0');
+    }
+    if (go.size() > kMaxEnvBlock) throw Error(Code::kInvalidArgument, "the agent's environment is too large");
+  }
+  // Init reads while we write (the block may exceed the pipe's buffer); EOF ends it.
+  for (std::string_view rest = go; !rest.empty();) {
+    ssize_t n = ::write(go_.get(), rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw Error(Code::kInternal, errno_text("release the agent", errno));
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
   go_.reset();
   std::string text;
   char buf[4096];

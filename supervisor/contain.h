@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,11 +69,16 @@ class AgentLauncher {
   pid_t pid() const { return pid_; }            // the agent's init, as the supervisor sees it
   const VethPlan& veth() const { return veth_; }
   std::string proxy_url() const;
+  // The agent's environment as cloned into init (the proxy variables included).
+  const std::vector<std::string>& env() const { return o_.env; }
   // Step 2.
   void setup_network();
   // Steps 4-9 run in the child; returns once the agent command was exec'd, or throws the error
-  // of the step that failed (the child has exited then).
-  ContainReport release();
+  // of the step that failed (the child has exited then). env, when given, replaces the agent's
+  // environment: it travels to init over the release pipe, so values learnt after the clone (the
+  // provider environment, fetched over NATS) reach the agent without touching a file or the
+  // supervisor's own environment.
+  ContainReport release(std::optional<std::vector<std::string>> env = std::nullopt);
   Fd take_stdout() { return std::move(out_); }
   Fd take_stderr() { return std::move(err_); }
   // Denials init saw (seccomp), one line each; EOF when the sandbox ends.

@@ -9,6 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -16,6 +19,7 @@
 #include <iostream>
 #include <mutex>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "shared/audit.h"
@@ -25,7 +29,9 @@
 #include "shared/util.h"
 #include "supervisor/agent.h"
 #include "supervisor/contain.h"
+#include "supervisor/inference_client.h"
 #include "supervisor/policy_follower.h"
+#include "supervisor/provider_env.h"
 #include "supervisor/proxy/sandbox_ca.h"
 #include "supervisor/firewall.h"
 #include "supervisor/landlock_audit.h"
@@ -120,11 +126,25 @@ int main(int argc, char** argv) {
   bulwark::add_common_options(flags, common);
   std::string sandbox_id, policy_file, upstream_ca;
   std::string standalone = "false";
+  std::string provider_env_flag = "auto";
+  double inference_first_frame_s = 310, inference_idle_s = 130;
+  int inference_max_request = static_cast<int>(bulwark::proxy::kDefaultInferenceMaxRequestBytes);
   std::vector<std::string> command;
   flags.text("sandbox-id", &sandbox_id, "this sandbox's id")
       .text("policy", &policy_file, "policy file (OpenShell format); default: BULWARK_POLICY_YAML, else the default policy")
       .text("upstream-ca", &upstream_ca, "PEM file of CAs trusted for upstream TLS servers besides the system roots")
       .choice("standalone", &standalone, "confine directly on this host, with no gateway or NATS", {"true", "false"})
+      .choice("provider-env", &provider_env_flag,
+              "the agent's provider environment from gateway-api at launch: auto (if there is one), required (fail "
+              "the launch without it), off",
+              {"auto", "required", "off"})
+      .seconds("inference-first-frame-timeout", &inference_first_frame_s,
+               "inference.local: a call with no answer from the privacy-router this long gets 504", 1, 3600)
+      .seconds("inference-idle-timeout", &inference_idle_s,
+               "inference.local: a response with no data from the privacy-router this long is cut", 1, 3600)
+      .integer("inference-max-request-bytes", &inference_max_request,
+               "inference.local: larger requests get 413 (never more than NATS max_payload minus 64 KiB)", 1024,
+               1 << 30)
       .rest("command", &command, "the agent command, after --", true);
   // `--standalone` alone reads as `--standalone=true` (Flags takes values only).
   std::vector<char*> args(argv, argv + argc);
@@ -137,6 +157,11 @@ int main(int argc, char** argv) {
   if (standalone_flag && sandbox_id.empty()) sandbox_id = "standalone-" + bulwark::random_hex(4);
   if (!bulwark::is_subject_token(sandbox_id)) {
     std::cerr << "bulwark-supervisor: --sandbox-id (BULWARK_SANDBOX_ID) must be set to a valid sandbox id\n";
+    return 2;
+  }
+  const auto provider_env_mode = bulwark::supervisor::parse_provider_env_mode(provider_env_flag);
+  if (standalone_flag && provider_env_mode == bulwark::supervisor::ProviderEnvMode::kRequired) {
+    std::cerr << "bulwark-supervisor: --provider-env required needs a gateway (it cannot be used with --standalone)\n";
     return 2;
   }
   try {
@@ -211,6 +236,49 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The provider environment, before the agent exists: merged into its environment only.
+  std::optional<std::vector<std::string>> launch_env;
+  if (session && provider_env_mode != bulwark::supervisor::ProviderEnvMode::kOff) {
+    bulwark::supervisor::ProviderEnvOptions peo;
+    peo.mode = provider_env_mode;
+    try {
+      auto pe = bulwark::supervisor::fetch_provider_env(session->bus(), sandbox_id, peo);
+      if (!pe.env.empty()) {
+        auto merged = bulwark::supervisor::merge_provider_env(launcher->env(), pe.env);
+        // Names only: the values are credentials.
+        spdlog::info("sandbox {}: provider environment from {}: {}", sandbox_id,
+                     pe.providers.empty() ? std::string("(unnamed providers)") : fmt::format("{}", fmt::join(pe.providers, ", ")),
+                     merged.set.empty() ? std::string("(none)") : fmt::format("{}", fmt::join(merged.set, ", ")));
+        for (const auto& r : merged.refused) spdlog::warn("sandbox {}: provider variable not set: {}", sandbox_id, r);
+        launch_env = std::move(merged.env);
+      } else if (!pe.providers.empty()) {
+        spdlog::info("sandbox {}: providers {} give the agent no variables", sandbox_id, fmt::format("{}", fmt::join(pe.providers, ", ")));
+      }
+    } catch (const std::exception& e) {
+      spdlog::critical("sandbox {}: {}", sandbox_id, e.what());
+      try {
+        session->failed(e.what());
+        session->close();
+      } catch (const std::exception&) {
+      }
+      return kExitCannotConnect;
+    }
+  }
+
+  // inference.local: calls travel to a privacy-router over NATS. Without NATS it answers 503.
+  std::unique_ptr<bulwark::supervisor::InferenceClient> inference;
+  if (session) {
+    try {
+      bulwark::supervisor::InferenceClient::Options io;
+      io.sandbox_id = sandbox_id;
+      io.first_frame_timeout = std::chrono::milliseconds(static_cast<int64_t>(inference_first_frame_s * 1000));
+      io.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(inference_idle_s * 1000));
+      inference = std::make_unique<bulwark::supervisor::InferenceClient>(session->bus(), io);
+    } catch (const std::exception& e) {
+      spdlog::error("sandbox {}: inference.local will answer 503: {}", sandbox_id, e.what());
+    }
+  }
+
   std::unique_ptr<bulwark::proxy::EgressProxy> proxy;
   std::unique_ptr<bulwark::supervisor::DenialLog> denials;
   std::unique_ptr<bulwark::supervisor::LandlockAuditLog> landlock_log;
@@ -223,6 +291,16 @@ int main(int argc, char** argv) {
     po.agent_init_pid = launcher->pid();
     po.ca = ca;
     po.upstream_ca_file = upstream_ca;
+    po.inference_max_request_bytes = static_cast<size_t>(inference_max_request);
+    if (inference) {
+      po.inference = inference->handler();
+      // A request travels as one NATS message.
+      po.inference_max_request_bytes = std::min(po.inference_max_request_bytes, inference->max_request_bytes());
+    } else {
+      po.inference_unavailable_reason = session ? "the supervisor could not subscribe for inference replies on NATS"
+                                                : "this sandbox runs without NATS (--standalone), so no "
+                                                  "privacy-router can be reached";
+    }
     proxy = std::make_unique<bulwark::proxy::EgressProxy>(
         po, compiled, 0, [s = session.get()](const bulwark::proxy::Event& e) {
           if (e.allowed && !e.audit) return;
@@ -275,7 +353,7 @@ int main(int argc, char** argv) {
     // credentials meant for the agent pass through). Not earlier: opening the agent's namespace
     // above needs our /proc entries readable without CAP_SYS_PTRACE, which containers lack.
     prctl(PR_SET_DUMPABLE, 0);
-    report = launcher->release();
+    report = launcher->release(std::move(launch_env));
   } catch (const std::exception& e) {
     spdlog::critical("sandbox {}: confinement failed: {}", sandbox_id, e.what());
     if (session) {
@@ -337,6 +415,7 @@ int main(int argc, char** argv) {
   denials.reset();
   landlock_log.reset();
   proxy->stop();
+  inference.reset();  // before the session's connection drains
   spdlog::info("sandbox {}: agent exited with code {}", sandbox_id, code);
   if (session) {
     try {

@@ -9,7 +9,11 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
   // The supervisor runs through the bundled loader with the bundled libraries, so it works in any
   // image (busybox, distroless, another libc) without installing anything into it.
   nlohmann::json entrypoint = {b + "/lib/ld.so", "--library-path", b + "/lib", b + "/bin/bulwark-supervisor"};
-  nlohmann::json command = nlohmann::json::array({"--"});
+  nlohmann::json command = nlohmann::json::array();
+  // Providers attached: the agent must not start without their environment, which the supervisor
+  // fetches from gateway-api itself. Their values never pass through here (nor podman's records).
+  if (spec.providers_size() > 0) command = {"--provider-env", "required"};
+  command.push_back("--");
   for (const auto& a : spec.command()) command.push_back(a);
 
   nlohmann::json env = nlohmann::json::object();

@@ -35,3 +35,28 @@ TEST_CASE("the container runs the bundled supervisor with the agent command afte
   s.set_policy("version: 1\n");
   CHECK(container_spec("abc123", s, {"podman-h", "nats://x", "/b"})["env"]["BULWARK_POLICY_YAML"] == "version: 1\n");
 }
+
+TEST_CASE("providers: the supervisor is told to require their environment, and nothing of them is in the spec") {
+  v1::SandboxSpec s;
+  s.set_name("box");
+  s.set_image("img");
+  s.add_command("sh");
+  ContainerConfig c{"podman-h", "nats://127.0.0.1:4222", "/opt/bundle"};
+  auto plain = container_spec("abc123", s, c);
+  CHECK(plain["command"] == nlohmann::json({"--", "sh"}));
+  CHECK(plain.dump().find("provider-env") == std::string::npos);
+
+  s.add_providers("github-work");
+  s.add_providers("anthropic-main");
+  auto j = container_spec("abc123", s, c);
+  CHECK(j["command"] == nlohmann::json({"--provider-env", "required", "--", "sh"}));
+  // Only the supervisor's flag: no provider name, and no credential (the driver never has one).
+  std::string dump = j.dump();
+  CHECK(dump.find("github-work") == std::string::npos);
+  CHECK(dump.find("anthropic-main") == std::string::npos);
+  for (const auto& [k, v] : j["env"].items()) {
+    CHECK(k.find("TOKEN") == std::string::npos);
+    CHECK(k.find("API_KEY") == std::string::npos);
+  }
+  CHECK(j["env"].size() == plain["env"].size());
+}

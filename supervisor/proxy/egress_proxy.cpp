@@ -8,6 +8,7 @@
 #include <asio.hpp>
 #include <asio/ssl.hpp>
 #include <atomic>
+#include <cctype>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -142,9 +143,76 @@ struct Snapshot {
   uint64_t generation = 0;  // bumped by every set_policy, whatever version the caller gave
 };
 
+// Lets inference sinks, held by other threads for as long as they like, post onto the event
+// loop only while it exists: the proxy's destructor nulls io under the lock.
+struct LoopGate {
+  std::mutex mu;
+  asio::io_context* io = nullptr;
+};
+
+bool iequals_ascii(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 }  // namespace
 
 class Connection;
+
+// The InferenceSink of one inference.local request: posts each call onto the event loop, tagged
+// with the request's number, so a late answer to a cancelled call can never land on the next
+// request of the same connection. Holds the connection weakly: a gone client is not kept alive.
+class ProxySink final : public InferenceSink {
+ public:
+  ProxySink(std::shared_ptr<LoopGate> gate, std::weak_ptr<Connection> conn, uint64_t call)
+      : gate_(std::move(gate)), conn_(std::move(conn)), call_(call) {}
+  void head(int status, std::vector<HeaderField> headers) override;
+  void chunk(std::string bytes) override;
+  void end(std::string error) override;
+  void on_cancel(std::function<void()> fn) override {
+    {
+      std::lock_guard lock(mu_);
+      if (!cancelled_) {
+        on_cancel_ = std::move(fn);
+        return;
+      }
+    }
+    fn();
+  }
+  bool cancelled() const override {
+    std::lock_guard lock(mu_);
+    return cancelled_;
+  }
+  // The proxy's side (its thread). cancel: the client is gone; the handler's callback runs once,
+  // unless it ended the call already. finish: the response ended; the sink goes inert.
+  void cancel() {
+    std::function<void()> fn;
+    {
+      std::lock_guard lock(mu_);
+      if (cancelled_) return;
+      cancelled_ = true;
+      if (!ended_) fn = std::move(on_cancel_);
+      on_cancel_ = nullptr;
+    }
+    if (fn) fn();
+  }
+  void finish() {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;  // inert, without running the handler's callback
+    on_cancel_ = nullptr;
+  }
+
+ private:
+  void post(std::function<void(Connection&, uint64_t)> f, bool last);
+
+  std::shared_ptr<LoopGate> gate_;
+  std::weak_ptr<Connection> conn_;
+  const uint64_t call_;
+  mutable std::mutex mu_;
+  bool cancelled_ = false, ended_ = false;
+  std::function<void()> on_cancel_;
+};
 
 struct EgressProxy::Impl {
   Impl(Options o, std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version, EventFn e);
@@ -176,6 +244,7 @@ struct EgressProxy::Impl {
   uint16_t port = 0;
   std::atomic<bool> stopped{false};
   std::thread thread;
+  std::shared_ptr<LoopGate> gate = std::make_shared<LoopGate>();
   // Declared after everything its tasks touch, so it is joined (by its destructor) before they go.
   asio::thread_pool workers;
 };
@@ -188,6 +257,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(EgressProxy::Impl& proxy, tcp::socket client)
       : p_(proxy), client_(std::move(client)), upstream_(proxy.io), resolver_(proxy.io), timer_(proxy.io) {}
+  ~Connection() {
+    if (inf_sink_) inf_sink_->cancel();  // close() does it; this is for a loop torn down around us
+  }
 
   void start(bool over_limit) {
     p_.conns[this] = weak_from_this();
@@ -237,6 +309,59 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!target_.empty())
       spdlog::debug("egress {} {} from {}:{} closed: {} bytes up, {} bytes down", head_.method, target_, client_addr_,
                     peer_.port(), up_.bytes, down_.bytes);
+    if (inf_sink_) {
+      // The call in flight has nobody to answer any more: tell its handler to stop.
+      auto sink = std::move(inf_sink_);
+      sink->cancel();
+    }
+  }
+
+  // --- inference.local: the sink's calls, on the event loop -----------------------------------
+
+  void on_inf_head(uint64_t call, int status, std::vector<HeaderField> headers) {
+    if (!inf_current(call)) return;
+    if (inf_head_sent_ || status < 200 || status > 999) {
+      on_inf_end(call, inf_head_sent_ ? "the handler sent a second response head"
+                                      : "the handler sent an invalid status " + std::to_string(status));
+      return;
+    }
+    inf_head_sent_ = true;
+    inf_mode_ = inference_body_mode(inf_req_.method, inf_req_.version_minor, status);
+    if (inf_mode_ == BodyMode::kClose) inf_close_ = true;
+    inf_queue(inference_response_head(status, headers, inf_mode_, inf_close_));
+  }
+
+  void on_inf_chunk(uint64_t call, std::string data) {
+    if (!inf_current(call)) return;
+    if (!inf_head_sent_) {
+      on_inf_end(call, "the handler sent body bytes before the response head");
+      return;
+    }
+    if (data.empty() || inf_mode_ == BodyMode::kNone) return;
+    inf_queue(inf_mode_ == BodyMode::kChunked ? chunk_frame(data) : std::move(data));
+  }
+
+  void on_inf_end(uint64_t call, std::string error) {
+    if (!inf_current(call)) return;
+    inf_sink_->finish();
+    inf_sink_.reset();
+    if (!inf_head_sent_) {
+      if (error.empty()) error = "the call ended without a response";
+      spdlog::info("inference.local: {} {} from {}: {}", inf_req_.method, inf_req_.path, caller_name(), error);
+      std::string resp = inference_error_response(502, "bad_gateway", "bulwark: inference.local: " + error, inf_close_);
+      if (iequals_ascii(inf_req_.method, "HEAD")) resp.resize(resp.find("\r\n\r\n") + 4);  // no body for HEAD
+      inf_queue(resp);
+      inf_complete_ = true;
+    } else if (!error.empty()) {
+      // The status is out already: the client can only be shown a body that does not end.
+      spdlog::info("inference.local: {} {} from {}: the response was cut short: {}", inf_req_.method, inf_req_.path,
+                   caller_name(), error);
+      inf_abort_ = true;
+    } else {
+      if (inf_mode_ == BodyMode::kChunked) inf_queue(kLastChunk);
+      inf_complete_ = true;
+    }
+    inf_flush();
   }
 
   // A new policy was set: a blind tunnel is judged again now (nothing else would ever look at
@@ -251,7 +376,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
  private:
-  enum class Phase { kHead, kIdentify, kConnect, kTunnel, kSniff, kTls, kHttp, kLinger, kClosed };
+  enum class Phase { kHead, kIdentify, kConnect, kTunnel, kSniff, kTls, kHttp, kInference, kLinger, kClosed };
 
   // One direction of a blind tunnel.
   struct Pipe {
@@ -294,6 +419,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
                      client_addr_, peer_.port(), millis(p_.opts.header_timeout));
         close();
         return;
+      case Phase::kInference:
+        if (inf_sink_) {
+          // A call in flight is bounded by its handler's own timeouts (a model may think for
+          // minutes before its first byte), not by the connection's idleness.
+          arm(Clock::now() + p_.opts.idle_timeout);
+          return;
+        }
+        [[fallthrough]];
       case Phase::kTunnel:
       case Phase::kHttp: {
         auto idle_until = last_activity_ + p_.opts.idle_timeout;
@@ -368,6 +501,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     host_ = head_.host;
     port_ = head_.port;
     target_ = format_authority(host_, port_);
+    inference_ = is_inference_host(host_);
     phase_ = Phase::kIdentify;
     if (identified_) decide();
   }
@@ -388,6 +522,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto snap = p_.current();
     generation_ = snap->generation;
     version_ = snap->version;
+    if (inference_) {
+      // Managed inference: no policy decision, no denial, nothing resolved or dialled. The
+      // caller (identified or not) is only recorded.
+      start_inference();
+      return;
+    }
     if (!caller_.error.empty()) {
       if (caller_.changed)
         deny("bulwark:binary-changed", caller_.error);
@@ -552,6 +692,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     // Inspected: say yes, then see whether the client speaks TLS or plain HTTP in the tunnel.
+    answer_connect();
+  }
+
+  void answer_connect() {
     phase_ = Phase::kSniff;
     arm(last_activity_ + p_.opts.header_timeout);
     final_ = "HTTP/1.1 200 Connection established\r\n\r\n";
@@ -584,8 +728,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_sniffed() {
     if (static_cast<unsigned char>(early_[0]) != 0x16) {  // not a TLS handshake record: HTTP in clear
       cs_ = std::make_unique<StreamOf<tcp::socket>>(client_);
-      us_ = std::make_unique<StreamOf<tcp::socket>>(upstream_);
       req_in_ = std::move(early_);
+      if (inference_) {
+        start_inference_http();
+        return;
+      }
+      us_ = std::make_unique<StreamOf<tcp::socket>>(upstream_);
       start_http(false);
       return;
     }
@@ -616,6 +764,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     cs_ = std::make_unique<StreamOf<ClientTls>>(*client_tls_);
+    if (inference_) {
+      start_inference_http();
+      return;
+    }
     try {
       SSL* ssl = SSL_new(p_.upstream_tls.get());
       if (!ssl) throw Error(Code::kInternal, "SSL_new failed");
@@ -820,6 +972,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       self->client_reading_ = false;
       if (self->phase_ == Phase::kLinger) {
         if (self->final_waiting_) self->continue_final();
+        return;
+      }
+      if (self->phase_ == Phase::kInference) {
+        self->inf_on_read(ec, n);
         return;
       }
       if (self->phase_ != Phase::kHttp) return;
@@ -1079,6 +1235,252 @@ class Connection : public std::enable_shared_from_this<Connection> {
     cs_->write_all(asio::buffer(final_), after);
   }
 
+  // --- inference.local: requests ------------------------------------------------------------
+
+  // Served here, before and without the policy; never resolved or dialled.
+  void start_inference() {
+    last_activity_ = Clock::now();
+    if (!is_connect()) {
+      // A plain absolute-form request: the only one on this connection, like other plain ones.
+      cs_ = std::make_unique<StreamOf<tcp::socket>>(client_);
+      req_in_ = std::move(early_);
+      single_ = true;
+      phase_ = Phase::kInference;
+      arm(last_activity_ + p_.opts.idle_timeout);
+      inf_begin(head_);
+      inf_pump();
+      return;
+    }
+    if (!p_.opts.ca) {
+      respond(inference_error_response(
+          503, "unavailable", "bulwark: inference.local needs TLS interception, and this proxy has no sandbox CA", true));
+      return;
+    }
+    answer_connect();  // then TLS with a leaf for inference.local, or plain HTTP in the tunnel
+  }
+
+  void start_inference_http() {
+    phase_ = Phase::kInference;
+    last_activity_ = Clock::now();
+    arm(last_activity_ + p_.opts.idle_timeout);
+    inf_pump();
+  }
+
+  std::string caller_name() const {
+    return caller_.exe_chain.empty() ? "an unidentified program" : caller_.exe_chain.front();
+  }
+
+  bool inf_current(uint64_t call) const { return phase_ == Phase::kInference && inf_sink_ && call == inf_call_; }
+
+  void inf_pump() {
+    const size_t limit = p_.opts.inference_max_request_bytes;
+    while (phase_ == Phase::kInference) {
+      if (inf_state_ == InfState::kHead) {
+        if (req_in_.empty()) {
+          read_client();
+          return;
+        }
+        RequestParse r = parse_request_head(req_in_, kMaxHeadBytes, RequestContext::kOrigin);
+        if (r.status == ParseStatus::kIncomplete) {
+          read_client();
+          return;
+        }
+        if (r.status == ParseStatus::kTooLarge) {
+          inf_refuse(431, "request_header_fields_too_large", "bulwark: " + r.error);
+          return;
+        }
+        if (r.status == ParseStatus::kBad) {
+          spdlog::info("inference.local from {}:{}: bad request: {}", client_addr_, peer_.port(), r.error);
+          inf_refuse(400, "bad_request", "bulwark: bad request: " + r.error);
+          return;
+        }
+        req_in_.erase(0, r.head.head_bytes);
+        inf_begin(r.head);
+        continue;
+      }
+      if (inf_state_ == InfState::kBody) {
+        std::string out;
+        size_t n = req_body_.feed(req_in_, &out);
+        if (req_body_.failed()) {
+          inf_refuse(400, "bad_request", "bulwark: the request body cannot be framed: " + req_body_.error());
+          return;
+        }
+        req_in_.erase(0, n);
+        inf_body_ += out;
+        if (inf_body_.size() > limit) {
+          inf_too_large();
+          return;
+        }
+        if (req_body_.done()) {
+          inf_call();
+          continue;
+        }
+        read_client();
+        return;
+      }
+      // A call in flight: keep reading, so a client that leaves cancels it (what it pipelines
+      // meanwhile waits, up to one more request's worth).
+      if (inf_state_ == InfState::kCalling && req_in_.size() <= kMaxHeadBytes + limit) read_client();
+      return;
+    }
+  }
+
+  // A request head: checks it and gets ready for its body.
+  void inf_begin(const RequestHead& h) {
+    if (h.form == TargetForm::kAbsolute && !is_inference_host(h.host)) {
+      inf_refuse(400, "bad_request",
+                 "bulwark: this connection leads to inference.local; a request for " +
+                     format_authority(h.host, h.port) + " cannot be sent through it");
+      return;
+    }
+    std::string error;
+    auto body = request_framing(h, &error);
+    if (!body) {
+      inf_refuse(400, "bad_request", "bulwark: bad request: " + error);
+      return;
+    }
+    inf_req_ = h;
+    inf_body_.clear();
+    inf_close_ = single_ || h.version_minor == 0 || connection_has(h.headers, "close");
+    // Refused before reading a byte of it when the length says it will not fit.
+    if (body->kind() == BodyFramer::Kind::kLength && body->declared_length() > p_.opts.inference_max_request_bytes) {
+      inf_too_large();
+      return;
+    }
+    req_body_ = body->kind() == BodyFramer::Kind::kChunked ? BodyFramer::chunked_decoded() : *body;
+    inf_state_ = InfState::kBody;
+    const std::string* expect = h.header("expect");
+    if (expect && iequals_ascii(*expect, "100-continue") && !req_body_.done())
+      inf_queue("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+
+  void inf_too_large() {
+    const size_t limit = p_.opts.inference_max_request_bytes;
+    spdlog::info("inference.local: {} {} from {}: request over the limit of {} bytes", inf_req_.method, inf_req_.path,
+                 caller_name(), limit);
+    inf_refuse(413, "payload_too_large",
+               "bulwark: the request to inference.local is too large: limit " + std::to_string(limit) + " bytes");
+  }
+
+  // Answers the current request with an error and ends the connection after it.
+  void inf_refuse(int status, std::string_view code, const std::string& message) {
+    inf_state_ = InfState::kStopped;
+    inf_close_ = true;
+    inf_complete_ = true;
+    inf_queue(inference_error_response(status, code, message, true));
+  }
+
+  // The whole request is in: hand it to the handler.
+  void inf_call() {
+    inf_state_ = InfState::kCalling;
+    InferenceRequest r;
+    r.method = inf_req_.method;
+    r.path = inf_req_.path;
+    r.headers = inference_request_headers(inf_req_.headers);
+    r.body = std::exchange(inf_body_, {});
+    if (!caller_.exe_chain.empty()) r.binary = caller_.exe_chain.front();
+    r.pid = caller_.pid;
+    r.client_addr = client_addr_;
+    r.client_port = peer_.port();
+    emit(true, false, r.method, r.path, kInferenceRule,
+         "inference.local: managed inference, answered by the privacy router; no network policy applies");
+    inf_head_sent_ = false;
+    inf_sink_ = std::make_shared<ProxySink>(p_.gate, weak_from_this(), ++inf_call_);
+    std::shared_ptr<InferenceSink> sink = inf_sink_;
+    if (!p_.opts.inference) {
+      sink->head(503, {{"Content-Type", "application/json"}});
+      sink->chunk(inference_error_body("unavailable", "bulwark: inference.local is not available: " +
+                                                          p_.opts.inference_unavailable_reason));
+      sink->end("");
+      return;
+    }
+    try {
+      p_.opts.inference(std::move(r), sink);
+    } catch (const std::exception& e) {
+      spdlog::error("inference.local: the handler failed: {}", e.what());
+      sink->end(std::string("the inference handler failed: ") + e.what());
+    }
+  }
+
+  void inf_on_read(asio::error_code ec, size_t n) {
+    if (is_eof(ec)) {
+      client_eof_ = true;
+      if (inf_state_ == InfState::kHead && req_in_.empty() && !writing_down_ && inf_out_.empty()) {
+        http_final("");  // between requests: an ordinary goodbye
+        return;
+      }
+      // Mid-request or mid-response: the client is taken as gone (a half-close included), and
+      // close() cancels the call in flight.
+      spdlog::debug("inference.local from {}:{}: the client closed during a call", client_addr_, peer_.port());
+      close();
+      return;
+    }
+    if (ec) {
+      spdlog::debug("inference.local from {}:{}: client side failed: {}", client_addr_, peer_.port(), ec.message());
+      close();
+      return;
+    }
+    last_activity_ = Clock::now();
+    up_.bytes += n;
+    req_in_.append(cbuf_.data(), n);
+    inf_pump();
+  }
+
+  // Response bytes for the client: written at once, or after the write in progress.
+  void inf_queue(std::string_view bytes) {
+    inf_out_.append(bytes);
+    size_t waiting = inf_out_.size() + (writing_down_ ? down_out_.size() : 0);
+    if (waiting > p_.opts.inference_max_buffered_bytes) {
+      spdlog::warn("inference.local: {} {} from {}: the client reads too slowly ({} bytes waiting, limit {}); "
+                   "cutting the call",
+                   inf_req_.method, inf_req_.path, caller_name(), waiting, p_.opts.inference_max_buffered_bytes);
+      close();
+      return;
+    }
+    inf_flush();
+  }
+
+  void inf_flush() {
+    if (phase_ != Phase::kInference || writing_down_) return;
+    if (inf_out_.empty()) {
+      inf_flushed();
+      return;
+    }
+    down_out_ = std::exchange(inf_out_, {});
+    writing_down_ = true;
+    cs_->write_all(asio::buffer(down_out_), [self = shared_from_this()](asio::error_code ec, size_t n) {
+      self->writing_down_ = false;
+      if (self->phase_ != Phase::kInference) return;
+      if (ec) {
+        spdlog::debug("inference.local from {}:{}: writing to the client failed: {}", self->client_addr_,
+                      self->peer_.port(), ec.message());
+        self->close();
+        return;
+      }
+      self->last_activity_ = Clock::now();
+      self->down_.bytes += n;
+      self->down_out_.clear();
+      self->inf_flush();
+    });
+  }
+
+  // Everything queued has been written.
+  void inf_flushed() {
+    if (inf_abort_) {
+      close();  // without the last chunk: the client sees the body end early
+      return;
+    }
+    if (!inf_complete_) return;
+    inf_complete_ = false;
+    if (inf_close_) {
+      inf_state_ = InfState::kStopped;
+      http_final("");
+      return;
+    }
+    inf_state_ = InfState::kHead;
+    inf_pump();
+  }
+
   // --- blind tunnel ---------------------------------------------------------------------------
 
   void flush_then_read(Pipe& pipe) {
@@ -1293,12 +1695,54 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool final_waiting_ = false;
   std::vector<char> drain_buf_;
   size_t drained_ = 0;
+
+  // inference.local (shares cs_, req_in_, req_body_, cbuf_, down_out_ and the flags of HTTP mode).
+  enum class InfState { kHead, kBody, kCalling, kStopped };
+  bool inference_ = false;
+  InfState inf_state_ = InfState::kHead;
+  RequestHead inf_req_;
+  std::string inf_body_;
+  bool inf_close_ = false;  // the connection ends after this response
+  std::shared_ptr<ProxySink> inf_sink_;  // the call in flight
+  uint64_t inf_call_ = 0;                // its number; the sink's posts carry theirs
+  bool inf_head_sent_ = false;
+  BodyMode inf_mode_ = BodyMode::kNone;
+  std::string inf_out_;  // response bytes not yet handed to a write
+  bool inf_complete_ = false, inf_abort_ = false;  // once inf_out_ is written: next request / cut
 };
+
+void ProxySink::post(std::function<void(Connection&, uint64_t)> f, bool last) {
+  {
+    std::lock_guard lock(mu_);
+    if (cancelled_ || ended_) return;
+    if (last) ended_ = true;
+  }
+  std::lock_guard lock(gate_->mu);
+  if (!gate_->io) return;  // the proxy is gone
+  asio::post(*gate_->io, [conn = conn_, call = call_, f = std::move(f)] {
+    if (auto c = conn.lock()) f(*c, call);
+  });
+}
+
+void ProxySink::head(int status, std::vector<HeaderField> headers) {
+  post([status, h = std::move(headers)](Connection& c, uint64_t call) mutable { c.on_inf_head(call, status, std::move(h)); },
+       false);
+}
+
+void ProxySink::chunk(std::string bytes) {
+  if (bytes.empty()) return;
+  post([b = std::move(bytes)](Connection& c, uint64_t call) mutable { c.on_inf_chunk(call, std::move(b)); }, false);
+}
+
+void ProxySink::end(std::string error) {
+  post([e = std::move(error)](Connection& c, uint64_t call) mutable { c.on_inf_end(call, std::move(e)); }, true);
+}
 
 EgressProxy::Impl::Impl(Options o, std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version, EventFn e)
     : opts(std::move(o)), on_event(std::move(e)), workers(std::max<size_t>(1, opts.identify_threads)) {
   if (!policy) throw Error(Code::kInvalidArgument, "the egress proxy needs a policy", "policy");
   snapshot = std::make_shared<const Snapshot>(Snapshot{std::move(policy), version, 0});
+  gate->io = &io;
   if (opts.identify) {
     identify = opts.identify;
   } else {
@@ -1371,6 +1815,11 @@ EgressProxy::EgressProxy(Options opts, std::shared_ptr<const policy::CompiledPol
 
 EgressProxy::~EgressProxy() {
   stop();
+  {
+    // Inference handlers may still hold sinks: from now on they post nowhere.
+    std::lock_guard lock(impl_->gate->mu);
+    impl_->gate->io = nullptr;
+  }
   // Identification still running must not post to a loop that is going away unseen: wait for it.
   impl_->workers.join();
 }

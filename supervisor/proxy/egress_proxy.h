@@ -11,7 +11,9 @@
 //    sandbox's CA and re-encrypting to the upstream, whose certificate is verified;
 //  - loopback, link-local, metadata and private addresses are refused unless a rule names them;
 //  - every outcome is an Event; a denial answers 403 with a JSON body naming the rule and policy
-//    version. docs/proxy.md describes it all.
+//    version;
+//  - inference.local is served by the proxy itself, before any policy (inference.h): requests go
+//    to Options::inference and the answer streams back. docs/proxy.md describes it all.
 //
 // The event callback runs on the proxy's event-loop thread: it must be quick and must not block.
 #include <sys/types.h>
@@ -23,6 +25,7 @@
 #include <string>
 
 #include "supervisor/proxy/binary_identity.h"
+#include "supervisor/proxy/inference.h"
 
 namespace bulwark::policy {
 class CompiledPolicy;
@@ -89,6 +92,18 @@ class EgressProxy {
     size_t max_connections = 10000;
     // Worker threads identifying callers (reading /proc, hashing executables) off the event loop.
     size_t identify_threads = 2;
+
+    // inference.local (inference.h): the policy is never consulted for it, nothing is dialled.
+    // Each request goes to this handler; without one it gets a 503 saying
+    // inference_unavailable_reason.
+    InferenceFn inference;
+    std::string inference_unavailable_reason = "no inference handler is configured in this supervisor";
+    // A request (its body) larger than this gets 413. The supervisor keeps it below what one
+    // NATS message can carry.
+    size_t inference_max_request_bytes = kDefaultInferenceMaxRequestBytes;
+    // Response bytes waiting for a slow client beyond this: the call is cancelled and the
+    // connection closed, so a client that does not read cannot make the proxy hold a stream.
+    size_t inference_max_buffered_bytes = kDefaultInferenceMaxBufferedBytes;
   };
 
   // Binds and listens at once (so port() is valid and a bad address fails here), throwing

@@ -33,6 +33,7 @@
 #include "shared/policy.h"
 #include "shared/policy_engine.h"
 #include "shared/process.h"
+#include "shared/util.h"
 #include "supervisor/proxy/sandbox_ca.h"
 #include "tests/support/test_pki.h"
 
@@ -410,6 +411,29 @@ class TlsClient {
   }
   // True when the proxy ends the connection (close_notify or EOF) with nothing more sent.
   bool ends() { return !fill() && buf_.empty(); }
+  std::string read_until(std::string_view marker) {
+    for (;;) {
+      size_t at = buf_.find(marker);
+      if (at != std::string::npos) {
+        std::string out = buf_.substr(0, at + marker.size());
+        buf_.erase(0, at + marker.size());
+        return out;
+      }
+      if (!fill()) throw std::runtime_error("TLS connection ended before \"" + std::string(marker) + "\"; got: " + buf_);
+    }
+  }
+  std::string read_exact(size_t n) {
+    while (buf_.size() < n)
+      if (!fill()) throw std::runtime_error("TLS connection ended after " + std::to_string(buf_.size()) + " bytes");
+    std::string out = buf_.substr(0, n);
+    buf_.erase(0, n);
+    return out;
+  }
+  std::string read_to_eof() {
+    while (fill()) {
+    }
+    return std::exchange(buf_, {});
+  }
 
   bool ok = false;
   long verify = -1;
@@ -1379,4 +1403,404 @@ TEST_CASE("set_policy: new connections, the next request of an open inspected co
   REQUIRE(closed != e.end());
   CHECK(closed->policy_version == 2);
   CHECK(closed->port == echo.port());
+}
+
+// --- inference.local --------------------------------------------------------------------------
+
+namespace {
+
+// A stand-in for the privacy-router client: records each request and answers it from a thread of
+// its own (as the NATS client does, never on the proxy's thread), following the test's script.
+struct StubInference {
+  using Script = std::function<void(const InferenceRequest&, InferenceSink&, StubInference&)>;
+  explicit StubInference(Script s) : script(std::move(s)) {}
+  ~StubInference() {
+    std::vector<std::thread> all;
+    {
+      std::lock_guard lock(mu);
+      all.swap(threads);
+    }
+    for (auto& t : all) t.join();
+  }
+  InferenceFn fn() {
+    return [this](InferenceRequest r, std::shared_ptr<InferenceSink> sink) {
+      sink->on_cancel([this] { ++cancels; });
+      std::lock_guard lock(mu);
+      requests.push_back(r);
+      threads.emplace_back([this, r = std::move(r), sink] { script(r, *sink, *this); });
+    };
+  }
+  std::vector<InferenceRequest> seen() {
+    std::lock_guard lock(mu);
+    return requests;
+  }
+
+  Script script;
+  std::atomic<int> cancels{0};
+  std::atomic<bool> last_sent{false}, finished{false};
+  std::mutex mu;
+  std::vector<InferenceRequest> requests;
+  std::vector<std::thread> threads;
+};
+
+// Answers "<method> <path> <body>" as JSON-ish text in two chunks.
+void echo_reply(const InferenceRequest& r, InferenceSink& s, StubInference&) {
+  s.head(200, {{"Content-Type", "text/plain"}, {"Content-Length", "999"}, {"X-Router", "stub"}});
+  s.chunk(r.method + " " + r.path);
+  s.chunk(" " + r.body);
+  s.end("");
+}
+
+Engine nothing_allowed() { return bulwark::policy::CompiledPolicy::compile(bulwark::policy::Policy{}); }
+
+std::string header_value(const std::string& head, const std::string& name) {
+  std::string lower = head, key = "\r\n" + name + ":";
+  for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (auto& ch : key) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  size_t at = lower.find(key);
+  if (at == std::string::npos) return "";
+  size_t start = at + key.size(), end = head.find("\r\n", start);
+  std::string v = head.substr(start, end - start);
+  while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+  return v;
+}
+
+// A chunked response read whole (head, then chunks up to the last one); C is Client or TlsClient.
+template <class C>
+Response read_chunked(C& c) {
+  Response r;
+  r.head = c.read_until("\r\n\r\n");
+  r.status = std::stoi(r.head.substr(9, 3));
+  REQUIRE(header_value(r.head, "Transfer-Encoding") == "chunked");
+  for (;;) {
+    std::string line = c.read_until("\r\n");
+    size_t n = std::stoul(line, nullptr, 16);
+    if (n == 0) {
+      CHECK(c.read_exact(2) == "\r\n");
+      return r;
+    }
+    r.body += c.read_exact(n);
+    CHECK(c.read_exact(2) == "\r\n");
+  }
+}
+
+struct InferenceSetup {
+  std::shared_ptr<SandboxCa> ca = std::make_shared<SandboxCa>(SandboxCa::generate("inference-test"));
+  EgressProxy::Options opts(StubInference& stub) const {
+    auto o = test_options();
+    o.ca = ca;
+    o.inference = stub.fn();
+    return o;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("inference.local: served before the policy (which allows nothing), TLS for inference.local from the "
+          "sandbox CA, no denial") {
+  InferenceSetup s;
+  StubInference stub(echo_reply);
+  TestProxy p(nothing_allowed(), s.opts(stub));
+  Client c(p.port());
+  c.send(connect_line("inference.local:443"));
+  REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  TlsClient t(c.fd(), s.ca->cert(), "inference.local");  // trusts only the sandbox CA, checks the name
+  REQUIRE(t.ok);
+  CHECK(t.verify == X509_V_OK);
+  t.send("POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: inference.local\r\nAuthorization: Bearer fake\r\n"
+         "Content-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"model\":1}");
+  Response r = read_chunked(t);
+  CHECK(r.status == 200);
+  CHECK(r.body == "POST /v1/chat/completions?x=1 {\"model\":1}");
+  CHECK(header_value(r.head, "X-Router") == "stub");
+  CHECK(header_value(r.head, "Content-Length").empty());  // the handler's framing is replaced
+
+  auto seen = stub.seen();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].method == "POST");
+  CHECK(seen[0].path == "/v1/chat/completions?x=1");
+  CHECK(seen[0].body == "{\"model\":1}");
+  CHECK(seen[0].binary == self_exe());
+  CHECK(seen[0].pid == ::getpid());
+  bool has_auth = false, has_length = false;
+  for (const auto& h : seen[0].headers) {
+    has_auth |= h.name == "Authorization" && h.value == "Bearer fake";
+    has_length |= h.name == "Content-Length";
+  }
+  CHECK(has_auth);
+  CHECK_FALSE(has_length);
+
+  // The same policy still denies everything else.
+  Client other(p.port());
+  other.send(connect_line("api.example.com:443"));
+  CHECK(read_response(other).status == 403);
+
+  auto e = p.events();
+  REQUIRE(e.size() == 2);
+  CHECK(e[0].allowed);
+  CHECK(e[0].rule == kInferenceRule);
+  CHECK(e[0].host == "inference.local");
+  CHECK(e[0].path == "/v1/chat/completions?x=1");
+  CHECK_FALSE(e[1].allowed);
+  CHECK(e[1].host == "api.example.com");
+  CHECK(std::none_of(e.begin(), e.end(), [](const Event& ev) { return !ev.allowed && ev.host == "inference.local"; }));
+}
+
+TEST_CASE("inference.local: a streamed response reaches the client chunk by chunk, not buffered") {
+  InferenceSetup s;
+  StubInference stub([](const InferenceRequest&, InferenceSink& sink, StubInference& st) {
+    sink.head(200, {{"Content-Type", "text/event-stream"}});
+    for (int i = 1; i <= 3; ++i) {
+      if (i == 3) st.last_sent = true;
+      sink.chunk("data: " + std::to_string(i) + "\n\n");
+      if (i < 3) std::this_thread::sleep_for(100ms);
+    }
+    sink.end("");
+  });
+  TestProxy p(nothing_allowed(), s.opts(stub));
+  Client c(p.port());
+  c.send(connect_line("inference.local:443"));
+  REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  TlsClient t(c.fd(), s.ca->cert(), "inference.local");
+  REQUIRE(t.ok);
+  t.send("POST /v1/messages HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 2\r\n\r\n{}");
+  std::string head = t.read_until("\r\n\r\n");
+  CHECK(contains(head, "HTTP/1.1 200 OK\r\n"));
+  CHECK(header_value(head, "Content-Type") == "text/event-stream");
+  CHECK(contains(t.read_until("data: 1\n\n"), "data: 1"));
+  CHECK_FALSE(stub.last_sent);  // the first event arrived while the stub was still streaming
+  CHECK(contains(t.read_until("data: 3\n\n\r\n"), "data: 2\n\n"));
+  CHECK(t.read_until("\r\n\r\n") == "0\r\n\r\n");
+}
+
+TEST_CASE("inference.local: two requests on one keep-alive connection; a chunked request body arrives decoded") {
+  InferenceSetup s;
+  StubInference stub(echo_reply);
+  TestProxy p(nothing_allowed(), s.opts(stub));
+  Client c(p.port());
+  c.send(connect_line("inference.local:443"));
+  REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  TlsClient t(c.fd(), s.ca->cert(), "inference.local");
+  REQUIRE(t.ok);
+  t.send("GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n");
+  Response first = read_chunked(t);
+  CHECK(first.status == 200);
+  CHECK(first.body == "GET /v1/models ");
+  t.send("POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "3;ext=x\r\n{\"a\r\n4\r\n\":1}\r\n0\r\nX-Trailer: t\r\n\r\n");
+  Response second = read_chunked(t);
+  CHECK(second.body == "POST /v1/chat/completions {\"a\":1}");
+  auto seen = stub.seen();
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[1].body == "{\"a\":1}");
+  for (const auto& h : seen[1].headers) CHECK(h.name != "Transfer-Encoding");
+  CHECK(p.proxy.active_connections() == 1);  // one connection carried both
+}
+
+TEST_CASE("inference.local: plain http:// absolute-form requests are served the same way") {
+  StubInference stub(echo_reply);
+  auto opts = test_options();
+  opts.inference = stub.fn();  // no CA needed for plain HTTP
+  TestProxy p(nothing_allowed(), opts);
+  Client c(p.port());
+  c.send("POST http://inference.local/v1/messages?beta=true HTTP/1.1\r\nHost: inference.local\r\n"
+         "Content-Length: 2\r\n\r\n{}");
+  Response r = read_chunked(c);
+  CHECK(r.status == 200);
+  CHECK(r.body == "POST /v1/messages?beta=true {}");
+  CHECK(header_value(r.head, "Connection") == "close");
+  CHECK(c.read_to_eof().empty());
+  REQUIRE(stub.seen().size() == 1);
+  CHECK(stub.seen()[0].path == "/v1/messages?beta=true");
+}
+
+TEST_CASE("inference.local: a request over the size limit gets 413 JSON naming the limit, never reaching the "
+          "handler") {
+  InferenceSetup s;
+  StubInference stub(echo_reply);
+  auto opts = s.opts(stub);
+  opts.inference_max_request_bytes = 1000;
+  TestProxy p(nothing_allowed(), opts);
+  auto check_413 = [](const Response& r) {
+    CHECK(r.status == 413);
+    CHECK(header_value(r.head, "Content-Type") == "application/json");
+    Json j = Json::parse(r.body);
+    CHECK(j["error"]["code"] == "payload_too_large");
+    CHECK(contains(j["error"]["message"].get<std::string>(), "limit 1000 bytes"));
+  };
+  {
+    // Declared too large: refused before the body is read.
+    Client c(p.port());
+    c.send("POST http://inference.local/v1/messages HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 5000\r\n\r\n");
+    check_413(read_response(c));
+  }
+  {
+    // Chunked, growing past the limit, inside TLS.
+    Client c(p.port());
+    c.send(connect_line("inference.local:443"));
+    REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+    TlsClient t(c.fd(), s.ca->cert(), "inference.local");
+    REQUIRE(t.ok);
+    std::string part(400, 'x');
+    t.send("POST /v1/messages HTTP/1.1\r\nHost: inference.local\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 3; ++i) t.send("190\r\n" + part + "\r\n");
+    Response r = t.read_response();
+    check_413(r);
+  }
+  CHECK(stub.seen().empty());
+}
+
+TEST_CASE("inference.local: end(error) after the head truncates the body; before it, 502 JSON") {
+  InferenceSetup s;
+  StubInference stub([](const InferenceRequest& r, InferenceSink& sink, StubInference&) {
+    if (r.path == "/early") {
+      sink.end("the backend refused the connection");
+      return;
+    }
+    sink.head(200, {{"Content-Type", "text/event-stream"}});
+    sink.chunk("data: partial\n\n");
+    sink.end("the backend went away");
+  });
+  TestProxy p(nothing_allowed(), s.opts(stub));
+  {
+    Client c(p.port());
+    c.send(connect_line("inference.local:443"));
+    REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+    TlsClient t(c.fd(), s.ca->cert(), "inference.local");
+    REQUIRE(t.ok);
+    t.send("POST /early HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 0\r\n\r\n");
+    Response r = t.read_response();
+    CHECK(r.status == 502);
+    Json j = Json::parse(r.body);
+    CHECK(j["error"]["code"] == "bad_gateway");
+    CHECK(contains(j["error"]["message"].get<std::string>(), "the backend refused the connection"));
+    // The connection stays usable: the next request is answered.
+    t.send("POST /late HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 0\r\n\r\n");
+    std::string head = t.read_until("\r\n\r\n");
+    CHECK(contains(head, "HTTP/1.1 200 OK\r\n"));
+    std::string rest = t.read_to_eof();
+    CHECK(contains(rest, "data: partial"));
+    CHECK_FALSE(contains(rest, "0\r\n\r\n"));  // no last chunk: the client sees a truncated body
+  }
+  CHECK(eventually([&] { return p.proxy.active_connections() == 0; }));
+}
+
+TEST_CASE("inference.local: a client that leaves mid-stream cancels the call; nothing is left behind") {
+  InferenceSetup s;
+  StubInference stub([](const InferenceRequest&, InferenceSink& sink, StubInference& st) {
+    sink.head(200, {{"Content-Type", "text/event-stream"}});
+    for (int i = 0; i < 500 && !sink.cancelled(); ++i) {
+      sink.chunk("data: tick\n\n");
+      std::this_thread::sleep_for(10ms);
+    }
+    sink.end("");  // inert once cancelled
+    st.finished = true;
+  });
+  TestProxy p(nothing_allowed(), s.opts(stub));
+  {
+    Client c(p.port());
+    c.send(connect_line("inference.local:443"));
+    REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+    TlsClient t(c.fd(), s.ca->cert(), "inference.local");
+    REQUIRE(t.ok);
+    t.send("POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 0\r\n\r\n");
+    t.read_until("data: tick\n\n");
+  }  // gone, without a word
+  CHECK(eventually([&] { return stub.cancels == 1; }));
+  CHECK(eventually([&] { return stub.finished.load(); }));
+  CHECK(eventually([&] { return p.proxy.active_connections() == 0; }));
+  // A plain-HTTP client too, before any answer (the call is still waiting for its first byte).
+  StubInference slow([](const InferenceRequest&, InferenceSink& sink, StubInference& st) {
+    for (int i = 0; i < 500 && !sink.cancelled(); ++i) std::this_thread::sleep_for(10ms);
+    st.finished = true;
+  });
+  auto opts = test_options();
+  opts.inference = slow.fn();
+  TestProxy q(nothing_allowed(), opts);
+  {
+    Client c(q.port());
+    c.send("POST http://inference.local/v1/messages HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 0\r\n\r\n");
+    REQUIRE(eventually([&] { return slow.seen().size() == 1; }));
+  }
+  CHECK(eventually([&] { return slow.cancels == 1; }));
+  CHECK(eventually([&] { return slow.finished.load(); }));
+}
+
+TEST_CASE("inference.local: a client that does not read gets its call cut once too much waits for it") {
+  InferenceSetup s;
+  StubInference stub([](const InferenceRequest&, InferenceSink& sink, StubInference& st) {
+    sink.head(200, {{"Content-Type", "application/octet-stream"}});
+    std::string block(64 * 1024, 'z');
+    for (int i = 0; i < 4000 && !sink.cancelled(); ++i) {
+      sink.chunk(block);
+      std::this_thread::sleep_for(1ms);
+    }
+    st.finished = true;
+  });
+  auto opts = s.opts(stub);
+  opts.inference_max_buffered_bytes = 256 * 1024;
+  TestProxy p(nothing_allowed(), opts);
+  Client c(p.port(), 20s);
+  c.send(connect_line("inference.local:443"));
+  REQUIRE(c.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+  TlsClient t(c.fd(), s.ca->cert(), "inference.local");
+  REQUIRE(t.ok);
+  t.send("GET /v1/big HTTP/1.1\r\nHost: inference.local\r\n\r\n");
+  // Not reading: the kernel's buffers fill, then the proxy's, then the call is cut.
+  CHECK(eventually([&] { return stub.cancels == 1; }, 15000ms));
+  CHECK(eventually([&] { return stub.finished.load(); }, 15000ms));
+  CHECK(stub.seen().size() == 1);
+}
+
+TEST_CASE("inference.local: an unidentified caller is still served; no handler answers 503") {
+  InferenceSetup s;
+  StubInference stub(echo_reply);
+  auto opts = s.opts(stub);
+  opts.identify = [](const asio::ip::tcp::endpoint&, const asio::ip::tcp::endpoint&) {
+    Caller c;
+    c.error = "no such socket";
+    return c;
+  };
+  {
+    TestProxy p(nothing_allowed(), opts);
+    Client c(p.port());
+    c.send("GET http://inference.local/v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n");
+    CHECK(read_chunked(c).status == 200);
+    REQUIRE(stub.seen().size() == 1);
+    CHECK(stub.seen()[0].binary.empty());
+    auto e = p.events();
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].allowed);
+  }
+  opts.inference = nullptr;
+  opts.inference_unavailable_reason = "the supervisor runs without NATS";
+  TestProxy p(nothing_allowed(), opts);
+  Client c(p.port());
+  c.send("GET http://inference.local/v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n");
+  Response r = read_chunked(c);
+  CHECK(r.status == 503);
+  Json j = Json::parse(r.body);
+  CHECK(j["error"]["code"] == "unavailable");
+  CHECK(contains(j["error"]["message"].get<std::string>(), "the supervisor runs without NATS"));
+}
+
+TEST_CASE("inference.local with the real curl: trusted through the sandbox CA, streamed, never resolved") {
+  require_curl();
+  InferenceSetup s;
+  StubInference stub([](const InferenceRequest& r, InferenceSink& sink, StubInference&) {
+    sink.head(200, {{"Content-Type", "application/json"}});
+    sink.chunk("{\"object\":\"list\",");
+    std::this_thread::sleep_for(20ms);
+    sink.chunk("\"path\":\"" + r.path + "\"}");
+    sink.end("");
+  });
+  TestProxy p(nothing_allowed(), s.opts(stub));
+  bulwark::TempDir dir("inference-curl");
+  std::string ca_file = dir.file("sandbox-ca.pem");
+  std::ofstream(ca_file) << s.ca->cert_pem();
+  auto [out, code] = run("curl -sS -N --max-time 10 --noproxy '' --cacert " + ca_file + " -x http://127.0.0.1:" +
+                         std::to_string(p.port()) + " https://inference.local/v1/models https://inference.local/v1/x");
+  CHECK(code == 0);
+  CHECK(out == "{\"object\":\"list\",\"path\":\"/v1/models\"}{\"object\":\"list\",\"path\":\"/v1/x\"}");
+  CHECK(p.proxy.active_connections() <= 1);
 }

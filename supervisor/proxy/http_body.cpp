@@ -148,7 +148,7 @@ size_t BodyFramer::feed(std::string_view in, std::string* out) {
         break;
       case State::kData: {
         size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, in.size() - i));
-        if (reencode_) out->append(in.substr(i, n));
+        if (reencode_ || decode_) out->append(in.substr(i, n));
         remaining_ -= n;
         i += n;
         if (remaining_ == 0) state_ = State::kDataCr;
@@ -192,7 +192,7 @@ size_t BodyFramer::feed(std::string_view in, std::string* out) {
       return fail("chunk size line too long");
     ++i;
   }
-  if (!reencode_) out->append(in.substr(0, i));
+  if (!reencode_ && !decode_) out->append(in.substr(0, i));
   return i;
 }
 

@@ -24,6 +24,13 @@ class BodyFramer {
   static BodyFramer length(uint64_t n) { return BodyFramer(Kind::kLength, n, false); }
   // reencode: what feed() emits is canonical chunks; otherwise the bytes as received.
   static BodyFramer chunked(bool reencode) { return BodyFramer(Kind::kChunked, 0, reencode); }
+  // Chunked, emitting only the decoded data (no sizes, extensions or trailers): for a body the
+  // proxy consumes itself (inference.local) rather than sends on.
+  static BodyFramer chunked_decoded() {
+    BodyFramer f(Kind::kChunked, 0, false);
+    f.decode_ = true;
+    return f;
+  }
   static BodyFramer until_close() { return BodyFramer(Kind::kUntilClose, 0, false); }
 
   // Takes the prefix of `in` that belongs to the body and appends what to send on to *out.
@@ -46,6 +53,7 @@ class BodyFramer {
   uint64_t total_ = 0;
   uint64_t remaining_ = 0;  // kLength: body bytes left; kChunked: bytes left of this chunk
   bool reencode_ = false;
+  bool decode_ = false;
   int size_digits_ = 0;
   size_t line_bytes_ = 0;     // of the current chunk-size or trailer line
   size_t trailer_bytes_ = 0;  // of the whole trailer section

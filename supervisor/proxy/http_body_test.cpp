@@ -171,3 +171,18 @@ TEST_CASE("requests inside an inspected tunnel: origin-form and https:// URLs; C
   // Outside a tunnel origin-form stays refused.
   CHECK(parse_request_head("GET /x HTTP/1.1\r\n\r\n").status == ParseStatus::kBad);
 }
+
+TEST_CASE("a chunked body can be decoded: only the data comes out, extensions and trailers dropped") {
+  auto f = BodyFramer::chunked_decoded();
+  size_t used = 0;
+  std::string in = "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1\r\n";
+  CHECK(feed(f, in, &used) == "hello world");
+  CHECK(f.done());
+  CHECK(used == in.find("GET"));
+  auto g = BodyFramer::chunked_decoded();
+  CHECK(feed(g, in, &used, true) == "hello world");
+  CHECK(g.done());
+  auto bad = BodyFramer::chunked_decoded();
+  feed(bad, "zz\r\n", &used);
+  CHECK(bad.failed());
+}
