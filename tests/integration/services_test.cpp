@@ -33,8 +33,6 @@ TEST_CASE("the services not built yet answer health and reply unimplemented nami
     std::string binary, service, subject, words;
   };
   std::vector<Case> cases = {
-      {"bulwark-privacy-router", "privacy-router", "bulwark.inference.route", "privacy router issue"},
-      {"bulwark-driver-docker", "driver-docker", "bulwark.driver.docker-t.create", "compute-drivers issue"},
       {"bulwark-driver-k8s", "driver-kubernetes", "bulwark.driver.kubernetes-t.create", "compute-drivers issue"},
       {"bulwark-driver-vm", "driver-vm", "bulwark.driver.vm-t.create", "compute-drivers issue"},
   };

@@ -92,7 +92,24 @@ void Suite::wait_ready() {
     throw Error(Code::kUnavailable, "driver-podman sent no heartbeat:\n" + logs_of("driver-podman"));
 }
 
+void Suite::start_router(const std::vector<std::string>& flags) {
+  std::vector<std::string> argv = {bin("bulwark-privacy-router"), "--nats-url", nats_.url()};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  router_ = spawn("privacy-router", argv);
+  auto bus = Bus::connect({nats_.url(), "suite"});
+  bool up = wait_until([&] {
+    try {
+      bus->request<v1::HealthReply>(subjects::health("privacy-router"), v1::HealthRequest(), std::chrono::milliseconds(200));
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }, std::chrono::seconds(10));
+  if (!up) throw Error(Code::kUnavailable, "privacy-router did not start:\n" + logs_of("privacy-router"));
+}
+
 Suite::~Suite() {
+  router_.stop();
   driver_.stop();
   scheduler_.stop();
   policy_service_.stop();

@@ -32,6 +32,10 @@ class Suite {
   void start_driver();
   void stop_driver(int sig);
   void wait_ready();  // scheduler up and the driver's heartbeats seen
+  // A privacy-router with these extra flags; returns once it answers health.
+  void start_router(const std::vector<std::string>& flags = {});
+  // A file in the suite's directory (service logs <name>.log, gateway.db).
+  std::string file(const std::string& name) const { return dir_.file(name); }
 
   const std::string& driver_id() const { return driver_id_; }
   const std::string& gateway_url() const { return gateway_url_; }
@@ -53,7 +57,7 @@ class Suite {
   int http_port_;
   std::string gateway_url_;
   std::string driver_id_;
-  Process gateway_, scheduler_, driver_, policy_service_;
+  Process gateway_, scheduler_, driver_, policy_service_, router_;
 };
 
 }  // namespace bulwark::testing

@@ -74,8 +74,10 @@ NatsServer::NatsServer() : dir_("bulwark-nats") {
 void NatsServer::start() {
   port_ = free_port();
   url_ = "nats://127.0.0.1:" + std::to_string(port_);
-  proc_ = Process::spawn({.argv = {"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port_), "-js", "-sd",
-                                   dir_.file("js")},
+  // As deploy/nats/nats.conf: inference requests travel as one message of up to 4 MiB.
+  std::ofstream(dir_.file("nats.conf")) << "max_payload: 8MB\n";
+  proc_ = Process::spawn({.argv = {"nats-server", "-c", dir_.file("nats.conf"), "-a", "127.0.0.1", "-p",
+                                   std::to_string(port_), "-js", "-sd", dir_.file("js")},
                           .output_file = dir_.file("nats.log")});
   if (!wait_until([&] { return port_open(port_); }, std::chrono::seconds(10)))
     throw Error(Code::kUnavailable, "nats-server did not start: " + read_file(dir_.file("nats.log")));
@@ -84,8 +86,8 @@ void NatsServer::start() {
 void NatsServer::restart() {
   proc_.stop();
   int port = port_;
-  proc_ = Process::spawn({.argv = {"nats-server", "-a", "127.0.0.1", "-p", std::to_string(port), "-js", "-sd",
-                                   dir_.file("js")},
+  proc_ = Process::spawn({.argv = {"nats-server", "-c", dir_.file("nats.conf"), "-a", "127.0.0.1", "-p",
+                                   std::to_string(port), "-js", "-sd", dir_.file("js")},
                           .output_file = dir_.file("nats.log")});
   if (!wait_until([&] { return port_open(port); }, std::chrono::seconds(10)))
     throw Error(Code::kUnavailable, "nats-server did not restart");
