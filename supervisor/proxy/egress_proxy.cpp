@@ -1240,6 +1240,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Served here, before and without the policy; never resolved or dialled.
   void start_inference() {
     last_activity_ = Clock::now();
+    // Streamed events are small writes: without this each waits for the previous one's ACK.
+    asio::error_code ignored;
+    client_.set_option(tcp::no_delay(true), ignored);
     if (!is_connect()) {
       // A plain absolute-form request: the only one on this connection, like other plain ones.
       cs_ = std::make_unique<StreamOf<tcp::socket>>(client_);
