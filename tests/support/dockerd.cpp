@@ -130,22 +130,13 @@ std::string Dockerd::log_tail() const {
 void Dockerd::import_busybox_image(const std::string& image, const std::string& extra) {
   auto c = api(socket_);
   if (auto r = c.Get("/v1.41/images/" + image + "/json"); r && r->status == 200) return;
-  // Static: the image holds no libraries.
-  if (std::system("dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'") != 0)
-    throw Error(Code::kFailedPrecondition, "busybox-static is not installed: run scripts/install-deps (or apt-get install -y busybox-static)");
-  // The recipe of scripts/build-base-image (which imports into podman): busybox-static and its
-  // applets, root, the sandbox user (uid 1000) and nobody.
+  // The same root filesystem as the podman base image (scripts/build-base-image), as a tarball.
   TempDir build("bulwark-base-image");
-  std::string root = build.file("rootfs"), tar = build.file("rootfs.tar");
-  std::string cmd = "set -e; r=" + root + "; mkdir -p $r/bin $r/etc $r/tmp $r/proc $r/sys $r/dev $r/root $r/sandbox $r/usr/bin; " +
-                    "chmod 1777 $r/tmp; cp /bin/busybox $r/bin/busybox; " +
-                    "for a in $($r/bin/busybox --list); do [ -e $r/bin/$a ] || ln -s busybox $r/bin/$a; done; " +
-                    "printf 'root:x:0:0:root:/root:/bin/sh\\nsandbox:x:1000:1000:sandbox:/sandbox:/bin/sh\\n"
-                    "nobody:x:65534:65534:nobody:/:/bin/false\\n' > $r/etc/passwd; " +
-                    "printf 'root:x:0:\\nsandbox:x:1000:\\nnogroup:x:65534:\\n' > $r/etc/group; " +
-                    (extra.empty() ? "" : extra + "; ") + "tar -C $r -cf " + tar + " .";
+  std::string tar = build.file("rootfs.tar");
+  std::string cmd = std::string(BULWARK_SOURCE_DIR) + "/scripts/build-base-image --tar " + tar +
+                    (extra.empty() ? "" : " --extra '" + extra + "'");
   if (std::system(cmd.c_str()) != 0)
-    throw Error(Code::kFailedPrecondition, "building the busybox root filesystem failed (apt-get install -y busybox-static)");
+    throw Error(Code::kFailedPrecondition, "scripts/build-base-image --tar failed: run scripts/install-deps (busybox-static)");
   std::string body = read_file(tar);
   auto colon = image.rfind(':');
   if (colon == std::string::npos || image.find('/', colon) != std::string::npos) colon = image.size();
