@@ -643,6 +643,33 @@ std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(const Policy& p) {
   return std::shared_ptr<const CompiledPolicy>(new CompiledPolicy(std::move(d)));
 }
 
+bool CompiledPolicy::names_host(std::string_view host_in) const {
+  if (host_in.empty() || host_in.size() > 254) return false;
+  std::string host;
+  for (char c : host_in) host += lower_char(c);
+  if (host.back() == '.') host.pop_back();
+  if (d_->exact.count(host)) return true;
+  for (const auto& [hp, idx] : d_->wildcards)
+    if (hp.match(host)) return true;
+  return false;
+}
+
+std::vector<std::string> CompiledPolicy::exact_hosts_on_port(uint16_t port) const {
+  std::vector<std::pair<uint32_t, std::string>> found;
+  for (const auto& [host, ids] : d_->exact)
+    for (uint32_t i : ids) {
+      const auto& ports = d_->endpoints[i].ports;
+      if (std::find(ports.begin(), ports.end(), port) != ports.end()) {
+        found.emplace_back(i, host);
+        break;
+      }
+    }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [i, h] : found) out.push_back(std::move(h));
+  return out;
+}
+
 ConnectDecision CompiledPolicy::decide_connect(std::string_view host_in, uint16_t port,
                                                std::span<const std::string> chain) const {
   ConnectDecision out;

@@ -147,6 +147,15 @@ class CompiledPolicy : public std::enable_shared_from_this<CompiledPolicy> {
   // listed binaries are permitted").
   ConnectDecision decide_connect(std::string_view host, uint16_t port, std::span<const std::string> exe_chain) const;
 
+  // Does some endpoint name this host (exactly or by a wildcard), whatever its ports and
+  // binaries? The sandbox's DNS answers only such names: a name no rule could ever allow is never
+  // looked up, so queries cannot carry data out. Hostless (allowed_ips only) endpoints name no host.
+  bool names_host(std::string_view host) const;
+  // The exact (non-wildcard) hosts of endpoints listing this port, in file order, without
+  // duplicates: the names a transparent connection that carries no name (no SNI, no Host; e.g.
+  // protocol: tcp) may be attributed to when one of them resolves to its destination address.
+  std::vector<std::string> exact_hosts_on_port(uint16_t port) const;
+
   ~CompiledPolicy();
   struct Data;  // engine-internal: the indexes, defined in policy_engine.cpp
 

@@ -640,3 +640,28 @@ TEST_CASE("transparent-tcp.yaml and local-inference.yaml") {
   CHECK(post.rule == "network_policies.nvidia_direct.endpoints[0].access=full");
   CHECK_FALSE(inf->decide_connect("integrate.api.nvidia.com", 443, Chain{"/usr/bin/python3"}).allow);
 }
+
+TEST_CASE("names_host and exact_hosts_on_port: what DNS answers and what a nameless transparent connection may be") {
+  auto e = engine(R"(  a:
+    endpoints:
+      - { host: API.example.com, port: 443 }
+      - { host: "*.cdn.example.com", port: 443 }
+      - { host: redis.internal, port: 6379, protocol: tcp }
+      - { port: 5432, allowed_ips: [10.0.0.0/8] }
+    binaries:
+      - { path: /usr/bin/curl }
+)");
+  CHECK(e->names_host("api.example.com"));
+  CHECK(e->names_host("api.example.com."));
+  CHECK(e->names_host("x.cdn.example.com"));
+  CHECK_FALSE(e->names_host("cdn.example.com"));
+  CHECK_FALSE(e->names_host("a.b.cdn.example.com"));
+  CHECK(e->names_host("REDIS.internal"));
+  CHECK_FALSE(e->names_host("evil.example"));
+  CHECK_FALSE(e->names_host(""));
+  CHECK_FALSE(e->names_host(std::string(300, 'a')));
+  CHECK(e->exact_hosts_on_port(6379) == std::vector<std::string>{"redis.internal"});
+  CHECK(e->exact_hosts_on_port(443) == std::vector<std::string>{"api.example.com"});
+  CHECK(e->exact_hosts_on_port(5432).empty());
+  CHECK(CompiledPolicy::compile(Policy{})->exact_hosts_on_port(443).empty());
+}

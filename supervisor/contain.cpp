@@ -204,7 +204,7 @@ class EventOut {
     configure_agent_side(veth);
     add_default_route(veth.host_addr);
     disable_ipv6();
-    apply_agent_firewall(veth.host_addr, kProxyPort);
+    apply_agent_firewall(veth.host_addr, kProxyPort, o.transparent);
   });
   step(report_fd, "mounts", [&] {
     sys(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0, "make / private");
@@ -216,6 +216,15 @@ class EventOut {
     keep.insert(keep.end(), o.extra_read_only.begin(), o.extra_read_only.end());
     if (fs.include_workdir) keep.push_back(o.workdir);
     hide_shared_dirs(keep);
+    if (!o.resolv_conf.empty()) {
+      // The agent asks the supervisor's DNS responder, whatever the image's resolver is. A
+      // resolv.conf that is a symlink into a directory covered above (/run) cannot be bound:
+      // the step then fails saying so.
+      sys(::mount(o.resolv_conf.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) == 0,
+          "bind the sandbox's resolv.conf over /etc/resolv.conf");
+      sys(::mount(nullptr, "/etc/resolv.conf", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) == 0,
+          "make /etc/resolv.conf read-only");
+    }
     sys(::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0, "mount /proc for the agent's PID namespace");
     sys(::sethostname("sandbox", 7) == 0, "sethostname");
   });

@@ -33,6 +33,7 @@
 namespace bulwark::supervisor {
 
 inline constexpr uint16_t kProxyPort = 3128;
+inline constexpr uint16_t kTransparentPort = 3129;  // the proxy's transparent listener
 
 struct ContainOptions {
   std::string sandbox_id;
@@ -44,6 +45,11 @@ struct ContainOptions {
   // Files the supervisor made for the agent (the trust bundle with the sandbox's CA), readable
   // whatever the policy's filesystem rules say.
   std::vector<std::string> extra_read_only;
+  // Transparent egress: the agent's firewall lets TCP to any address out (the supervisor
+  // redirects it to the proxy) and DNS to the supervisor; resolv_conf, when set, is bind-mounted
+  // over the agent's /etc/resolv.conf (it names the supervisor's DNS responder).
+  bool transparent = false;
+  std::string resolv_conf;
 };
 
 struct ContainReport {

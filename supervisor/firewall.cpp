@@ -24,14 +24,22 @@
 
 namespace bulwark::supervisor {
 
-std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_group) {
+std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_group, bool transparent) {
   std::string proxy = ip_to_string(proxy_addr_be);
   std::string g = std::to_string(log_group);
+  // Transparent: the supervisor answers DNS itself (only names the policy allows), and TCP to
+  // any other address goes out to be redirected to the proxy on the supervisor's side. The
+  // supervisor's own address stays closed but for the proxy and DNS.
+  std::string transparent_rules =
+      transparent ? "    ip daddr " + proxy + " udp dport 53 accept\n"
+                    "    ip daddr " + proxy + " tcp dport 53 accept\n"
+                    "    ip daddr != " + proxy + " meta l4proto tcp accept\n"
+                  : "";
   return "table inet bulwark {\n"
          "  chain output {\n"
          "    type filter hook output priority filter; policy drop;\n"
          "    oifname \"lo\" accept\n"
-         "    ip daddr " + proxy + " tcp dport " + std::to_string(proxy_port) + " accept\n"
+         "    ip daddr " + proxy + " tcp dport " + std::to_string(proxy_port) + " accept\n" + transparent_rules +
          "    limit rate 50/second burst 100 packets log group " + g + "\n"
          "    meta l4proto tcp reject with tcp reset\n"
          "    reject with icmpx type admin-prohibited\n"
@@ -46,13 +54,52 @@ std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_g
          "}\n";
 }
 
-void apply_agent_firewall(uint32_t proxy_addr_be, uint16_t proxy_port) {
+namespace {
+void run_nft(const std::string& rules, const std::string& what) {
   std::unique_ptr<nft_ctx, void (*)(nft_ctx*)> ctx(nft_ctx_new(NFT_CTX_DEFAULT), nft_ctx_free);
   if (!ctx) throw Error(Code::kInternal, "nftables: cannot create a context");
   nft_ctx_buffer_error(ctx.get());
-  std::string rules = agent_ruleset(proxy_addr_be, proxy_port, kDenyLogGroup);
   if (nft_run_cmd_from_buffer(ctx.get(), rules.c_str()) != 0)
-    throw Error(Code::kInternal, std::string("nftables rules for the agent namespace: ") + nft_ctx_get_error_buffer(ctx.get()));
+    throw Error(Code::kInternal, "nftables rules for " + what + ": " + nft_ctx_get_error_buffer(ctx.get()));
+}
+}  // namespace
+
+void apply_agent_firewall(uint32_t proxy_addr_be, uint16_t proxy_port, bool transparent) {
+  run_nft(agent_ruleset(proxy_addr_be, proxy_port, kDenyLogGroup, transparent), "the agent namespace");
+}
+
+std::string supervisor_redirect_ruleset(const std::string& table, const std::string& host_if, uint32_t host_addr_be,
+                                        uint16_t transparent_port) {
+  std::string host = ip_to_string(host_addr_be);
+  // Declared empty then deleted first, in the same transaction: a table a crashed supervisor
+  // left behind for this interface name is replaced, not an error.
+  return "table ip " + table + " {}\n"
+         "delete table ip " + table + "\n"
+         "table ip " + table + " {\n"
+         "  chain prerouting {\n"
+         "    type nat hook prerouting priority dstnat; policy accept;\n"
+         "    iifname \"" + host_if + "\" ip daddr != " + host + " meta l4proto tcp redirect to :" +
+         std::to_string(transparent_port) + "\n"
+         "  }\n"
+         "  chain forward {\n"
+         "    type filter hook forward priority filter; policy accept;\n"
+         "    iifname \"" + host_if + "\" drop\n"
+         "  }\n"
+         "}\n";
+}
+
+TransparentRedirect::TransparentRedirect(const std::string& host_if, uint32_t host_addr_be, uint16_t transparent_port)
+    : table_("bulwark_" + host_if) {
+  run_nft(supervisor_redirect_ruleset(table_, host_if, host_addr_be, transparent_port),
+          "transparent egress in the supervisor's namespace");
+}
+
+TransparentRedirect::~TransparentRedirect() {
+  try {
+    run_nft("delete table ip " + table_ + "\n", "removing " + table_);
+  } catch (const std::exception&) {
+    // Already gone (someone flushed the ruleset): that is the outcome wanted.
+  }
 }
 
 void add_default_route(uint32_t via_be) {

@@ -15,8 +15,29 @@ namespace bulwark::supervisor {
 inline constexpr int kDenyLogGroup = 7;  // nflog group the rules log to
 
 // The nftables ruleset text (pure; tested) and its application inside the current namespace.
-std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_group);
-void apply_agent_firewall(uint32_t proxy_addr_be, uint16_t proxy_port);
+// transparent: TCP to any address but the supervisor's is let out too (the supervisor's side
+// redirects it to the proxy, TransparentRedirect), and DNS to the supervisor's responder.
+std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_group, bool transparent = false);
+void apply_agent_firewall(uint32_t proxy_addr_be, uint16_t proxy_port, bool transparent = false);
+
+// Transparent egress, in the supervisor's namespace: every TCP connection arriving from the
+// agent's veth for an address other than the supervisor's own is redirected (nat prerouting) to
+// the proxy's transparent port, where SO_ORIGINAL_DST still tells where it was going; and nothing
+// from that veth is ever forwarded (were the redirect missing, the host must not route the
+// agent's packets). Pure text (tested), then the RAII owner of the table.
+std::string supervisor_redirect_ruleset(const std::string& table, const std::string& host_if, uint32_t host_addr_be,
+                                        uint16_t transparent_port);
+class TransparentRedirect {
+ public:
+  // Installs the table (replacing a stale one of the same name); throws Error with nft's message.
+  TransparentRedirect(const std::string& host_if, uint32_t host_addr_be, uint16_t transparent_port);
+  ~TransparentRedirect();  // deletes the table
+  TransparentRedirect(const TransparentRedirect&) = delete;
+  TransparentRedirect& operator=(const TransparentRedirect&) = delete;
+
+ private:
+  std::string table_;
+};
 // A route for everything via the supervisor's side, so that packets to any address reach the
 // firewall (and are logged) instead of failing silently with "network unreachable".
 void add_default_route(uint32_t via_be);

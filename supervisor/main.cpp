@@ -29,6 +29,8 @@
 #include "shared/util.h"
 #include "supervisor/agent.h"
 #include "supervisor/contain.h"
+#include "supervisor/dns_server.h"
+#include <fstream>
 #include "supervisor/inference_client.h"
 #include "supervisor/policy_follower.h"
 #include "supervisor/provider_env.h"
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {
   bulwark::add_common_options(flags, common);
   std::string sandbox_id, policy_file, upstream_ca;
   std::string standalone = "false";
+  std::string transparent_egress = "false";
   std::string provider_env_flag = "auto";
   double inference_first_frame_s = 310, inference_idle_s = 130;
   int inference_max_request = static_cast<int>(bulwark::proxy::kDefaultInferenceMaxRequestBytes);
@@ -134,6 +137,10 @@ int main(int argc, char** argv) {
       .text("policy", &policy_file, "policy file (OpenShell format); default: BULWARK_POLICY_YAML, else the default policy")
       .text("upstream-ca", &upstream_ca, "PEM file of CAs trusted for upstream TLS servers besides the system roots")
       .choice("standalone", &standalone, "confine directly on this host, with no gateway or NATS", {"true", "false"})
+      .choice("transparent-egress", &transparent_egress,
+              "police clients that ignore the proxy settings too: the agent's TCP to any address is redirected to "
+              "the proxy, and its DNS is answered from the policy (docs/proxy.md)",
+              {"true", "false"})
       .choice("provider-env", &provider_env_flag,
               "the agent's provider environment from gateway-api at launch: auto (if there is one), required (fail "
               "the launch without it), off",
@@ -154,6 +161,7 @@ int main(int argc, char** argv) {
   }
   if (int rc = flags.parse(static_cast<int>(args.size()), args.data()); rc >= 0) return rc;
   const bool standalone_flag = standalone == "true";
+  const bool transparent = transparent_egress == "true";
   if (standalone_flag && sandbox_id.empty()) sandbox_id = "standalone-" + bulwark::random_hex(4);
   if (!bulwark::is_subject_token(sandbox_id)) {
     std::cerr << "bulwark-supervisor: --sandbox-id (BULWARK_SANDBOX_ID) must be set to a valid sandbox id\n";
@@ -215,11 +223,29 @@ int main(int argc, char** argv) {
 
   // Step 1 of contain.h must run before any thread exists: clone the agent's init now.
   std::unique_ptr<bulwark::supervisor::AgentLauncher> launcher;
+  std::unique_ptr<bulwark::TempDir> net_dir;  // the agent's resolv.conf (transparent egress)
+  std::unique_ptr<bulwark::supervisor::TransparentRedirect> redirect;
   try {
     bulwark::supervisor::ContainOptions co{sandbox_id, command, agent_env, policy};
     co.extra_read_only = extra_read_only;
+    if (transparent) {
+      net_dir = std::make_unique<bulwark::TempDir>("bulwark-net");
+      ::chmod(net_dir->path().c_str(), 0755);
+      co.transparent = true;
+      co.resolv_conf = net_dir->file("resolv.conf");
+      co.extra_read_only.push_back(co.resolv_conf);
+      std::ofstream(co.resolv_conf) << "";  // written below, once the address is known; read at release
+    }
     launcher = std::make_unique<bulwark::supervisor::AgentLauncher>(std::move(co));
     launcher->setup_network();
+    if (transparent) {
+      const auto& veth = launcher->veth();
+      std::ofstream f(net_dir->file("resolv.conf"));
+      f << "nameserver " << bulwark::supervisor::ip_to_string(veth.host_addr) << "\noptions attempts:2 timeout:2\n";
+      if (!f) throw bulwark::Error(bulwark::Code::kInternal, "cannot write the agent's resolv.conf");
+      redirect = std::make_unique<bulwark::supervisor::TransparentRedirect>(veth.host_if, veth.host_addr,
+                                                                            bulwark::supervisor::kTransparentPort);
+    }
   } catch (const std::exception& e) {
     spdlog::critical("sandbox {}: cannot build the agent's namespaces: {}", sandbox_id, e.what());
     return kExitConfinement;
@@ -280,6 +306,7 @@ int main(int argc, char** argv) {
   }
 
   std::unique_ptr<bulwark::proxy::EgressProxy> proxy;
+  std::unique_ptr<bulwark::supervisor::DnsResponder> dns;
   std::unique_ptr<bulwark::supervisor::DenialLog> denials;
   std::unique_ptr<bulwark::supervisor::LandlockAuditLog> landlock_log;
   std::string audit_problem;
@@ -292,6 +319,8 @@ int main(int argc, char** argv) {
     po.ca = ca;
     po.upstream_ca_file = upstream_ca;
     po.inference_max_request_bytes = static_cast<size_t>(inference_max_request);
+    po.transparent = transparent;
+    po.transparent_port = bulwark::supervisor::kTransparentPort;
     if (inference) {
       po.inference = inference->handler();
       // A request travels as one NATS message.
@@ -315,13 +344,25 @@ int main(int argc, char** argv) {
           d.set_rule(e.rule);
           d.set_policy_version(e.policy_version);
           d.set_reason(e.reason);
-          std::string what = e.method + " " + e.host + ":" + std::to_string(e.port) + e.path;
+          std::string what = (e.transparent ? "transparent " : "") + e.method + " " + e.host + ":" +
+                             std::to_string(e.port) + e.path;
           deny(s, d,
                std::string(e.audit ? "audit: proxy allowed " : "denied: proxy ") + what + " by " +
                    (e.binary.empty() ? "(unidentified)" : e.binary) + " (" + e.rule + ", policy version " +
                    std::to_string(e.policy_version) + ": " + e.reason + ")");
         });
     proxy->run_in_thread();
+    if (transparent) {
+      bulwark::supervisor::DnsResponder::Options dopts;
+      dopts.listen_addr_be = launcher->veth().host_addr;
+      dopts.on_refused = [s = session.get(), version = proxy.get()](const std::string& name, uint16_t qtype) {
+        auto ev = denial_of("dns", "no network policy rule names this host, so it is not resolved");
+        ev.set_host(name);
+        ev.set_policy_version(version->policy_version());
+        deny(s, ev, "denied: dns " + name + " (type " + std::to_string(qtype) + "; no network policy rule names it)");
+      };
+      dns = std::make_unique<bulwark::supervisor::DnsResponder>(dopts, compiled);
+    }
     // Landlock reports denials only to the kernel audit log; read our sandbox's share of it.
     // Started before the agent runs, so its first denial is not missed.
     // Inside a container audit can be neither checked nor switched on (that needs the host's
@@ -382,7 +423,8 @@ int main(int argc, char** argv) {
   if (session) {
     follower = std::make_unique<bulwark::supervisor::PolicyFollower>(
         session->bus(), sandbox_id, policy,
-        [p = proxy.get()](std::shared_ptr<const bulwark::policy::CompiledPolicy> c, uint64_t version) {
+        [p = proxy.get(), d = dns.get()](std::shared_ptr<const bulwark::policy::CompiledPolicy> c, uint64_t version) {
+          if (d) d->set_policy(c);
           p->set_policy(std::move(c), version);
         });
   }
@@ -415,6 +457,8 @@ int main(int argc, char** argv) {
   denials.reset();
   landlock_log.reset();
   proxy->stop();
+  dns.reset();
+  redirect.reset();
   inference.reset();  // before the session's connection drains
   spdlog::info("sandbox {}: agent exited with code {}", sandbox_id, code);
   if (session) {

