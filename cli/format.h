@@ -12,6 +12,14 @@ std::string table(const std::vector<std::vector<std::string>>& rows);
 std::string sandbox_table(const std::vector<nlohmann::json>& sandboxes);
 // LAYER, BINARY, TARGET, REQUEST, RULE, VERSION, REASON for each denial log line.
 std::string denial_table(const std::vector<nlohmann::json>& lines);
+// `bulwark status`: the gateway line (URL, version, uptime, NATS), SERVICE/LIVE/VERSION/UPTIME/
+// INSTANCE (or why not live), DRIVER/KIND/CAPACITY/FREE/STATE/VERSION, and the non-zero sandbox
+// counts by phase, from GET /v1/status.
+std::string status_table(const nlohmann::json& status, const std::string& gateway_url);
+// 3d4h, 2h5m, 4m2s, 12s, 0.3s: milliseconds as people read an uptime.
+std::string human_duration(int64_t ms);
+// Any JSON as block YAML (-o yaml).
+std::string to_yaml(const nlohmann::json& j);
 // Splits "K=V" into its halves; throws CliError(kUsage) naming the flag when there is no '='.
 std::pair<std::string, std::string> key_value(const std::string& flag, const std::string& kv);
 

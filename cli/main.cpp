@@ -15,6 +15,7 @@
 #include "cli/inference_ops.h"
 #include "cli/policy_ops.h"
 #include "cli/provider_ops.h"
+#include "cli/sandbox_ops.h"
 #include "shared/providers.h"
 #include "shared/policy.h"
 #include "shared/util.h"
@@ -37,6 +38,7 @@ bool settled(const std::string& phase) {
 
 void print(const Globals& g, const json& sandbox) {
   if (g.output == "json") std::cout << sandbox.dump(2) << "\n";
+  else if (g.output == "yaml") std::cout << cli::to_yaml(sandbox);
   else std::cout << cli::sandbox_table({sandbox});
 }
 
@@ -89,6 +91,7 @@ std::string inference_path(const std::string& sandbox) {
 
 void print_providers(const Globals& g, const std::vector<json>& ps, bool one) {
   if (g.output == "json") std::cout << (one ? ps.at(0) : json{{"providers", ps}}).dump(2) << "\n";
+  else if (g.output == "yaml") std::cout << cli::to_yaml(one ? ps.at(0) : json{{"providers", ps}});
   else std::cout << cli::provider_table(ps);
 }
 
@@ -127,7 +130,7 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global flags (-o, --gateway) may follow the subcommand
   Globals g;
   app.add_option("--gateway", g.gateway, "gateway URL")->envname("BULWARK_GATEWAY")->capture_default_str();
-  app.add_option("-o,--output", g.output, "table, json, or yaml (policy get, inference get)")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
+  app.add_option("-o,--output", g.output, "table, json, or yaml")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
   app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found (sandbox, provider, route table),\n"
              "4 gateway unreachable, 5 sandbox FAILED, 6 timed out. Example: bulwark sandbox create --name demo -- echo hi");
 
@@ -157,9 +160,16 @@ int main(int argc, char** argv) {
   create->add_option("command", command, "the agent command, after --");
   create->footer("Example: bulwark sandbox create --name demo -- sh -c 'echo hello'");
 
-  auto* list = sandbox->add_subcommand("list", "list sandboxes")->alias("ls");
-  bool all = false;
-  list->add_flag("-a,--all", all, "include deleted sandboxes");
+  auto* list = sandbox->add_subcommand("list", "list sandboxes, oldest first (every page, unless --limit or --page-token)")->alias("ls");
+  cli::SandboxListFlags lf;
+  list->add_flag("-a,--all", lf.all, "include deleted sandboxes");
+  list->add_option("-l,--label", lf.labels, "only those with label KEY=VALUE (repeatable: all must match)");
+  list->add_option("--phase", lf.phases, "only those in this phase (repeatable: any of them)")
+      ->transform(CLI::IsMember({"PENDING", "SCHEDULED", "STARTING", "READY", "EXITED", "STOPPING", "DELETED", "FAILED"},
+                                CLI::ignore_case));
+  list->add_option("--limit", lf.limit, "print at most N")->check(CLI::PositiveNumber);
+  list->add_option("--page-token", lf.page_token, "fetch only the page that starts there (a next_page_token)");
+  list->footer("Example: bulwark sandbox list --label team=ml --phase ready --limit 20");
 
   std::string ref;
   auto* get = sandbox->add_subcommand("get", "show one sandbox");
@@ -181,6 +191,12 @@ int main(int argc, char** argv) {
       ->excludes(denials_flag);
 
   auto* health = app.add_subcommand("health", "check that the gateway answers");
+  auto* status = app.add_subcommand("status", "the gateway, its services and drivers, and sandboxes by phase");
+  int status_timeout_ms = 500;
+  status->add_option("--timeout-ms", status_timeout_ms, "how long the gateway waits for each service's health answer")
+      ->check(CLI::Range(1, 5000))
+      ->capture_default_str();
+  status->footer("Example: bulwark status -o yaml");
 
   auto* policy = app.add_subcommand("policy", "check policy files; read and change a running sandbox's policy");
   policy->require_subcommand(1);
@@ -329,9 +345,13 @@ int main(int argc, char** argv) {
       }
       if (phase == "EXITED" && g.output == "table") print_logs(gw.get(path_of(s["sandbox_id"]) + "/logs"));
     } else if (*list) {
-      json r = gw.get(std::string("/v1/sandboxes") + (all ? "?all=true" : ""));
+      json r = cli::list_sandboxes(lf, [&](const std::string& path) { return gw.get(path); });
       if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else if (g.output == "yaml") std::cout << cli::to_yaml(r);
       else std::cout << cli::sandbox_table(r.value("sandboxes", json::array()).get<std::vector<json>>());
+      // Where the next call would go on: said on stderr, so the table stays clean for pipes.
+      if (g.output == "table" && !r.value("next_page_token", "").empty())
+        std::cerr << "more: bulwark sandbox list --page-token " << r.value("next_page_token", "") << " (with the same filters)\n";
     } else if (*get) {
       print(g, gw.get(path_of(ref)));
     } else if (*del) {
@@ -391,8 +411,15 @@ int main(int argc, char** argv) {
       report_taken(req.taken);
       print_providers(g, {gw.post("/v1/providers", req.body)}, true);
     } else if (*prov_list) {
-      json r = gw.get("/v1/providers");
-      print_providers(g, r.value("providers", json::array()).get<std::vector<json>>(), false);
+      // Every page: the gateway answers at most 1000 at a time.
+      std::vector<json> all_providers;
+      std::string token;
+      do {
+        json r = gw.get("/v1/providers?limit=1000" + (token.empty() ? "" : "&page_token=" + httplib::detail::encode_query_param(token)));
+        for (const auto& p : r.value("providers", json::array())) all_providers.push_back(p);
+        token = r.value("next_page_token", "");
+      } while (!token.empty());
+      print_providers(g, all_providers, false);
     } else if (*prov_get) {
       print_providers(g, {gw.get(provider_path(pf.name))}, true);
     } else if (*prov_update) {
@@ -436,6 +463,12 @@ int main(int argc, char** argv) {
                                                                                        : "sandbox " + inf_sandbox) +
                                              " deleted")
                 << "\n";
+    } else if (*status) {
+      gw.set_read_timeout(std::chrono::seconds(30));
+      json r = gw.get("/v1/status?timeout_ms=" + std::to_string(status_timeout_ms));
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else if (g.output == "yaml") std::cout << cli::to_yaml(r);
+      else std::cout << cli::status_table(r, g.gateway);
     } else if (*health) {
       json r = gw.get("/healthz");
       std::cout << (g.output == "json" ? r.dump(2) : "gateway " + g.gateway + ": " + r.value("status", "?")) << "\n";

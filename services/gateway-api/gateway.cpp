@@ -4,6 +4,7 @@
 
 #include "services/gateway-api/http_api.h"
 #include "shared/subjects.h"
+#include "shared/util.h"
 
 namespace bulwark::gateway {
 
@@ -50,6 +51,10 @@ v1::PolicyListReply BusControlPlane::policy_list(const v1::PolicyListRequest& re
 }
 v1::PolicyValidateReply BusControlPlane::policy_validate(const v1::PolicyValidateRequest& req) {
   return policy_request<v1::PolicyValidateReply>("validate", req, {});
+}
+
+v1::HealthReply BusHealthProbe::health(const std::string& service, std::chrono::milliseconds timeout) {
+  return bus_.request<v1::HealthReply>(subjects::health(service), v1::HealthRequest(), timeout);
 }
 
 std::vector<std::string> KvRoutePublisher::keys() {
@@ -99,7 +104,10 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
       inference_(store_, routes_kv_),
       cp_(bus, o_),
       sandboxes_(store_, cp_, o_.defaults),
-      nats_work_(2, "gateway-nats") {
+      probe_(bus),
+      status_(store_, probe_, [&bus] { return bus.connected(); }, o_.instance_id),
+      nats_work_(2, "gateway-nats"),
+      api_(ApiDeps{sandboxes_, providers_, inference_, store_, &status_, [&bus] { return bus.connected(); }, o_.limits}) {
   providers_.reseal();
   inference_.sync();  // SQLite is the truth: a wiped or stale KV is repaired here
   sandboxes_.on_removed([this](const std::string& id) { inference_.drop_sandbox(id); });
@@ -119,9 +127,14 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
                       "sandbox_id: '" + r.sandbox_id() + "' is not the sandbox of subject " + std::string(subj), "sandbox_id");
         return providers_.env(r.sandbox_id());
       });
+  // The drivers /v1/status lists: every replica hears every heartbeat (no queue group).
+  heartbeats_ = bus.subscribe(subjects::kDriverHeartbeat, [this](Msg& m) {
+    v1::DriverHeartbeat hb;
+    if (hb.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()))) status_.on_heartbeat(hb);
+  });
   bus.flush();
 
-  install_routes(http_, sandboxes_, providers_, inference_, HealthInfo{[&bus] { return bus.connected(); }});
+  api_.install(http_);
   if (!http_.bind_to_port(o_.http_addr.c_str(), o_.http_port))
     throw Error(Code::kUnavailable, "cannot listen on " + o_.http_addr + ":" + std::to_string(o_.http_port) +
                                         " (in use? set --http-port or BULWARK_HTTP_PORT)");
@@ -130,10 +143,12 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
 
   sweeper_ = std::thread([this] {
     std::unique_lock lock(mu_);
+    int ticks = 0;
     while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
       lock.unlock();
       try {
         sandboxes_.sweep();
+        if (ticks++ % 60 == 0) store_.prune_idempotent(to_millis(now_timestamp()) - kIdempotencyTtlMs);
       } catch (const std::exception& e) {
         spdlog::error("sweep failed: {}", e.what());
       }

@@ -10,10 +10,12 @@
 #include <mutex>
 #include <thread>
 
+#include "services/gateway-api/http_api.h"
 #include "services/gateway-api/inference.h"
 #include "services/gateway-api/providers.h"
 #include "services/gateway-api/sandboxes.h"
 #include "services/gateway-api/secret_box.h"
+#include "services/gateway-api/status.h"
 #include "services/gateway-api/store.h"
 #include "shared/bus.h"
 #include "shared/service.h"
@@ -31,6 +33,18 @@ struct GatewayOptions {
   std::chrono::seconds stream_max_age{7 * 24 * 3600};
   std::string provider_key_file;  // "" = provider.key beside db_path
   int kv_replicas = 1;            // of the inference_routes bucket; > 1 only on a NATS cluster
+  RateLimitOptions limits;        // per client address, on every route but /healthz
+  std::string instance_id;        // this process's, shown by /v1/status
+};
+
+// HealthProbe over NATS: a request on bulwark.<service>.health.
+class BusHealthProbe : public HealthProbe {
+ public:
+  explicit BusHealthProbe(Bus& bus) : bus_(bus) {}
+  v1::HealthReply health(const std::string& service, std::chrono::milliseconds timeout) override;
+
+ private:
+  Bus& bus_;
 };
 
 // Route tables to the routers: JetStream KV bucket inference_routes.
@@ -85,7 +99,10 @@ class Gateway : public Component {
   InferenceRoutes inference_;
   BusControlPlane cp_;
   Sandboxes sandboxes_;
+  BusHealthProbe probe_;
+  StatusBoard status_;
   WorkQueue nats_work_;
+  RestApi api_;
   httplib::Server http_;
   std::thread http_thread_;
   std::thread sweeper_;
@@ -95,6 +112,7 @@ class Gateway : public Component {
   Subscription reports_;
   Subscription resolve_;
   Subscription env_;
+  Subscription heartbeats_;
 };
 
 }  // namespace bulwark::gateway

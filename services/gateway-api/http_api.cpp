@@ -2,17 +2,60 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "bulwark/v1/common.pb.h"
+#include "services/gateway-api/paging.h"
 #include "shared/error.h"
 #include "shared/proto_json.h"
+#include "shared/util.h"
 
 namespace bulwark::gateway {
 
 namespace {
 constexpr const char* kJson = "application/json";
 constexpr size_t kMaxBody = 1 << 20;
+
+// The query string's parameters in order, each split at its first '=' (httplib's own parser keeps
+// only the last part of "label=k=v") and percent-decoded. Parsed from the target, never from a
+// form-encoded body (curl -d sends JSON bodies labelled as forms).
+using Query = std::vector<std::pair<std::string, std::string>>;
+Query query_of(const httplib::Request& req) {
+  Query out;
+  size_t q = req.target.find('?');
+  if (q == std::string::npos) return out;
+  std::string s = req.target.substr(q + 1);
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t amp = s.find('&', start);
+    std::string kv = s.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
+    if (!kv.empty()) {
+      size_t eq = kv.find('=');
+      out.emplace_back(httplib::detail::decode_url(kv.substr(0, eq), true),
+                       eq == std::string::npos ? "" : httplib::detail::decode_url(kv.substr(eq + 1), true));
+    }
+    if (amp == std::string::npos) break;
+    start = amp + 1;
+  }
+  return out;
+}
+
+std::vector<std::string> values(const Query& q, const std::string& name) {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : q)
+    if (k == name) out.push_back(v);
+  return out;
+}
+
+// A parameter given at most once.
+std::optional<std::string> single(const Query& q, const std::string& name) {
+  auto v = values(q, name);
+  if (v.size() > 1) throw Error(Code::kInvalidArgument, name + ": given " + std::to_string(v.size()) + " times, at most once", name);
+  if (v.empty()) return std::nullopt;
+  return v[0];
+}
 
 void send_error(httplib::Response& res, const Error& e) {
   res.status = http_status(e.code());
@@ -36,24 +79,24 @@ void send(httplib::Response& res, int status, const google::protobuf::Message& m
   res.set_content(message_to_json(m), kJson);
 }
 
-bool flag(const httplib::Request& req, const char* name) {
-  if (!req.has_param(name)) return false;
-  auto v = req.get_param_value(name);
-  if (v == "" || v == "true" || v == "1") return true;
-  if (v == "false" || v == "0") return false;
-  throw Error(Code::kInvalidArgument, std::string(name) + ": must be true or false, got '" + v + "'", name);
+bool flag(const Query& q, const char* name) {
+  auto v = single(q, name);
+  if (!v) return false;
+  if (*v == "" || *v == "true" || *v == "1") return true;
+  if (*v == "false" || *v == "0") return false;
+  throw Error(Code::kInvalidArgument, std::string(name) + ": must be true or false, got '" + *v + "'", name);
 }
 
-size_t count_param(const httplib::Request& req, const char* name, size_t dflt, size_t max) {
-  if (!req.has_param(name)) return dflt;
-  auto v = req.get_param_value(name);
+size_t count_param(const Query& q, const char* name, size_t dflt, size_t max) {
+  auto v = single(q, name);
+  if (!v) return dflt;
   try {
     size_t pos = 0;
-    long long n = std::stoll(v, &pos);
-    if (pos == v.size() && n > 0) return std::min(static_cast<size_t>(n), max);
+    long long n = std::stoll(*v, &pos);
+    if (pos == v->size() && n > 0) return std::min(static_cast<size_t>(n), max);
   } catch (const std::exception&) {
   }
-  throw Error(Code::kInvalidArgument, std::string(name) + ": must be a positive integer, got '" + v + "'", name);
+  throw Error(Code::kInvalidArgument, std::string(name) + ": must be a positive integer, got '" + *v + "'", name);
 }
 
 // A --wait longer than this is a mistake (a CI job would hang), not a wish.
@@ -70,166 +113,283 @@ void require_json(const httplib::Request& req) {
   if (!ct.empty() && ct.find("json") == std::string::npos && ct != "application/x-www-form-urlencoded")
     throw Error(Code::kInvalidArgument, "Content-Type must be application/json, got '" + ct + "'", "Content-Type");
 }
+
+template <class M>
+M body_as(const httplib::Request& req) {
+  require_json(req);
+  M m;
+  json_to_message(req.body.empty() ? "{}" : req.body, &m);
+  return m;
+}
+
+std::string key_of(const std::string& method, const std::string& path) { return method + " " + path; }
 }  // namespace
 
+const std::vector<RouteSpec>& route_specs() {
+  static const std::vector<RouteSpec> kRoutes = {
+      {"GET", "/healthz", {}, false, false},
+      {"GET", "/v1/status", {"timeout_ms"}},
+      {"POST", "/v1/sandboxes", {}, true},
+      {"GET", "/v1/sandboxes", {"all", "phase", "label", "limit", "page_token"}},
+      {"GET", "/v1/sandboxes/{sandbox_id}", {}},
+      {"DELETE", "/v1/sandboxes/{sandbox_id}", {}},
+      {"GET", "/v1/sandboxes/{sandbox_id}/logs", {"tail", "stream"}},
+      {"PUT", "/v1/sandboxes/{sandbox_id}/policy", {}},
+      {"PATCH", "/v1/sandboxes/{sandbox_id}/policy", {}},
+      {"GET", "/v1/sandboxes/{sandbox_id}/policy", {"version"}},
+      {"GET", "/v1/sandboxes/{sandbox_id}/policy/versions", {}},
+      {"POST", "/v1/policies/validate", {}},
+      {"POST", "/v1/providers", {}, true},
+      {"GET", "/v1/providers", {"limit", "page_token"}},
+      {"GET", "/v1/providers/{name}", {}},
+      {"PATCH", "/v1/providers/{name}", {}},
+      {"DELETE", "/v1/providers/{name}", {}},
+      {"PUT", "/v1/inference", {"sandbox"}},
+      {"GET", "/v1/inference", {"sandbox"}},
+      {"DELETE", "/v1/inference", {"sandbox"}},
+  };
+  return kRoutes;
+}
+
+std::string path_regex(const std::string& tmpl) {
+  std::string out;
+  for (size_t i = 0; i < tmpl.size(); ++i) {
+    char c = tmpl[i];
+    if (c == '{') {
+      size_t close = tmpl.find('}', i);
+      if (close == std::string::npos) throw std::logic_error("unclosed '{' in route " + tmpl);
+      out += "([^/]+)";
+      i = close;
+    } else if (std::string_view(".^$|()[]*+?\\").find(c) != std::string_view::npos) {
+      out += '\\';
+      out += c;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 std::string error_json(Code code, const std::string& message, const std::string& field) {
+  return error_json(std::string(code_name(code)), message, field);
+}
+
+std::string error_json(const std::string& code, const std::string& message, const std::string& field) {
   v1::ErrorBody b;
-  b.mutable_error()->set_code(code_name(code));
+  b.mutable_error()->set_code(code);
   b.mutable_error()->set_message(message);
   b.mutable_error()->set_field(field);
   return message_to_json(b);
 }
 
-void install_routes(httplib::Server& srv, Sandboxes& sandboxes, Providers& providers, InferenceRoutes& inference,
-                    HealthInfo health) {
-  srv.set_payload_max_length(kMaxBody);
+RestApi::RestApi(ApiDeps deps) : d_(std::move(deps)), limiter_(d_.limits.rate, d_.limits.burst) {}
 
-  srv.Get("/healthz", [health](const httplib::Request&, httplib::Response& res) {
-    bool nats = health.nats_connected();
-    res.status = nats ? 200 : 503;
-    res.set_content(std::string(R"({"status":")") + (nats ? "ok" : "degraded") + R"(","nats":")" +
-                        (nats ? "connected" : "disconnected") + "\"}",
-                    kJson);
-  });
+void RestApi::add(httplib::Server& srv, const std::string& method, const std::string& path, Handler h) {
+  const auto& specs = route_specs();
+  auto it = std::find_if(specs.begin(), specs.end(), [&](const RouteSpec& s) { return s.method == method && s.path == path; });
+  // A route missing from route_specs() would be missing from the contract test: refuse to start.
+  if (it == specs.end()) throw std::logic_error("route " + key_of(method, path) + " is not in route_specs()");
+  installed_.push_back(key_of(method, path));
+  const RouteSpec& spec = *it;
+  auto fn = [this, &spec, h = std::move(h)](const httplib::Request& req, httplib::Response& res) { serve(spec, req, res, h); };
+  std::string re = path_regex(path);
+  if (method == "GET") srv.Get(re, fn);
+  else if (method == "POST") srv.Post(re, fn);
+  else if (method == "PUT") srv.Put(re, fn);
+  else if (method == "PATCH") srv.Patch(re, fn);
+  else if (method == "DELETE") srv.Delete(re, fn);
+  else throw std::logic_error("unsupported method " + method);
+}
 
-  srv.Post("/v1/sandboxes", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      require_json(req);
-      v1::SandboxSpec spec;
-      json_to_message(req.body.empty() ? "{}" : req.body, &spec);
-      bool created = false;
-      auto s = sandboxes.create(spec, req.get_header_value("Idempotency-Key"), &created);
-      send(res, created ? 202 : 200, s);
-    });
-  });
-
-  srv.Get("/v1/sandboxes", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      v1::ListSandboxesReply reply;
-      for (auto& s : sandboxes.list(flag(req, "all"))) *reply.add_sandboxes() = std::move(s);
-      send(res, 200, reply);
-    });
-  });
-
-  srv.Get(R"(/v1/sandboxes/([^/]+))", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] { send(res, 200, sandboxes.get(req.matches[1])); });
-  });
-
-  srv.Delete(R"(/v1/sandboxes/([^/]+))", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      auto s = sandboxes.remove(req.matches[1]);
-      send(res, s.phase() == v1::DELETED ? 200 : 202, s);
-    });
-  });
-
-  srv.Get(R"(/v1/sandboxes/([^/]+)/logs)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      v1::LogsReply reply;
-      std::string stream = req.get_param_value("stream");
-      if (!stream.empty() && stream != "stdout" && stream != "stderr" && stream != "bulwark" && stream != "denial" &&
-          stream != "inference")
+void RestApi::serve(const RouteSpec& spec, const httplib::Request& req, httplib::Response& res, const Handler& h) {
+  // The rate limit comes first, so a client over it costs no work (inside the route rather than a
+  // pre-routing handler: httplib has then read the body, and the connection stays usable).
+  if (spec.rate_limited) {
+    auto wait = limiter_.take(req.remote_addr, RateClock::now());
+    if (wait.count() > 0) {
+      res.status = 429;
+      res.set_header("Retry-After", retry_after_seconds(wait));
+      res.set_content(error_json("resource_exhausted",
+                                 fmt::format("rate limit: at most {:g} requests per second (bursts of {:g}) from {}; retry after {} s",
+                                             d_.limits.rate, d_.limits.burst, req.remote_addr, retry_after_seconds(wait))),
+                      kJson);
+      return;
+    }
+  }
+  guarded(res, [&] {
+    for (const auto& [k, v] : query_of(req))
+      if (std::find(spec.query.begin(), spec.query.end(), k) == spec.query.end())
         throw Error(Code::kInvalidArgument,
-                    "stream: must be stdout, stderr, bulwark, denial or inference, got '" + stream + "'", "stream");
-      for (auto& l : sandboxes.logs(req.matches[1], count_param(req, "tail", 1000, 100000), stream))
-        *reply.add_lines() = std::move(l);
-      send(res, 200, reply);
-    });
+                    k + ": unknown query parameter of " + key_of(spec.method, spec.path) +
+                        (spec.query.empty() ? " (it takes none)" : ""),
+                    k);
+    std::string key = req.get_header_value(kIdempotencyHeader);
+    if (spec.creates && req.has_header(kIdempotencyHeader)) {
+      check_idempotency_key(key);
+      serve_idempotent(spec, key, req, res, h);
+    } else {
+      h(req, res);
+    }
+  });
+}
+
+void RestApi::serve_idempotent(const RouteSpec& spec, const std::string& key, const httplib::Request& req,
+                               httplib::Response& res, const Handler& h) {
+  const std::string scope = key_of(spec.method, spec.path);
+  const std::string fingerprint = request_fingerprint(req.body);
+  // Held while the request runs: a concurrent retry waits, then finds the answer.
+  std::lock_guard lock(key_locks_.of(scope, key));
+  int64_t now = to_millis(now_timestamp());
+  auto stored = d_.store.find_idempotent(scope, key, now - kIdempotencyTtlMs);
+  switch (decide_idempotency(stored ? std::optional(stored->fingerprint) : std::nullopt, fingerprint)) {
+    case IdempotencyDecision::kReplay:
+      res.status = stored->status;
+      res.set_header("Idempotent-Replayed", "true");
+      res.set_content(stored->body, kJson);
+      return;
+    case IdempotencyDecision::kConflict:
+      throw Error(Code::kAlreadyExists,
+                  std::string(kIdempotencyHeader) + ": '" + key + "' was used for a different request to " + scope +
+                      "; a retry must send the same body, a new request a new key",
+                  kIdempotencyHeader);
+    case IdempotencyDecision::kRun:
+      break;
+  }
+  h(req, res);
+  // Only what succeeded is kept: a refused request changed nothing, and may be retried, fixed,
+  // under the same key.
+  if (res.status >= 200 && res.status < 300) d_.store.save_idempotent(scope, key, {fingerprint, res.status, res.body, now});
+}
+
+void RestApi::install(httplib::Server& srv) {
+  srv.set_payload_max_length(kMaxBody);
+  Sandboxes& sandboxes = d_.sandboxes;
+  Providers& providers = d_.providers;
+  InferenceRoutes& inference = d_.inference;
+
+  add(srv, "GET", "/healthz", [this](const httplib::Request&, httplib::Response& res) {
+    bool nats = d_.nats_connected && d_.nats_connected();
+    nlohmann::json body = {{"status", nats ? "ok" : "degraded"}, {"nats", nats ? "connected" : "disconnected"}};
+    // A 503 carries the error object too: every 4xx/5xx of the API has one.
+    if (!nats)
+      body["error"] = nlohmann::json::parse(
+          error_json(Code::kUnavailable, "the gateway is not connected to NATS: sandboxes cannot be placed or deleted"))["error"];
+    res.status = nats ? 200 : 503;
+    res.set_content(body.dump(), kJson);
+  });
+
+  add(srv, "GET", "/v1/status", [this](const httplib::Request& req, httplib::Response& res) {
+    auto q = query_of(req);
+    auto ms = count_param(q, "timeout_ms", static_cast<size_t>(kDefaultStatusTimeout.count()), SIZE_MAX);
+    if (ms > static_cast<size_t>(kMaxStatusTimeout.count()))
+      throw Error(Code::kInvalidArgument,
+                  "timeout_ms: at most " + std::to_string(kMaxStatusTimeout.count()) + ", got " + std::to_string(ms), "timeout_ms");
+    if (!d_.status) throw Error(Code::kUnavailable, "status is not available on this gateway");
+    send(res, 200, d_.status->get(std::chrono::milliseconds(ms)));
+  });
+
+  add(srv, "POST", "/v1/sandboxes", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    bool created = false;
+    auto s = sandboxes.create(body_as<v1::SandboxSpec>(req), req.get_header_value(kIdempotencyHeader), &created);
+    // Not created: a sandbox already holds this key (one older than the kept answers).
+    send(res, created ? 202 : 200, s);
+  });
+
+  add(srv, "GET", "/v1/sandboxes", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto q = query_of(req);
+    auto filter = make_filter(flag(q, "all"), values(q, "phase"), values(q, "label"));
+    size_t limit = parse_limit(single(q, "limit"));
+    send(res, 200, sandboxes.list(filter, single(q, "page_token").value_or(""), limit));
+  });
+
+  add(srv, "GET", "/v1/sandboxes/{sandbox_id}", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    send(res, 200, sandboxes.get(req.matches[1]));
+  });
+
+  add(srv, "DELETE", "/v1/sandboxes/{sandbox_id}", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto s = sandboxes.remove(req.matches[1]);
+    send(res, s.phase() == v1::DELETED ? 200 : 202, s);
+  });
+
+  add(srv, "GET", "/v1/sandboxes/{sandbox_id}/logs", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto q = query_of(req);
+    v1::LogsReply reply;
+    std::string stream = single(q, "stream").value_or("");
+    if (!stream.empty() && stream != "stdout" && stream != "stderr" && stream != "bulwark" && stream != "denial" &&
+        stream != "inference")
+      throw Error(Code::kInvalidArgument, "stream: must be stdout, stderr, bulwark, denial or inference, got '" + stream + "'",
+                  "stream");
+    for (auto& l : sandboxes.logs(req.matches[1], count_param(q, "tail", 1000, 100000), stream)) *reply.add_lines() = std::move(l);
+    send(res, 200, reply);
   });
 
   // Policies: relayed to policy-service, which versions them (docs/policy.md).
-  srv.Put(R"(/v1/sandboxes/([^/]+)/policy)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      require_json(req);
-      v1::PolicySetRequest body;
-      json_to_message(req.body.empty() ? "{}" : req.body, &body);
-      check_wait(body.wait_ms());
-      send(res, 200, sandboxes.policy_set(req.matches[1], std::move(body)));
-    });
+  add(srv, "PUT", "/v1/sandboxes/{sandbox_id}/policy", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto body = body_as<v1::PolicySetRequest>(req);
+    check_wait(body.wait_ms());
+    send(res, 200, sandboxes.policy_set(req.matches[1], std::move(body)));
   });
-  srv.Patch(R"(/v1/sandboxes/([^/]+)/policy)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      require_json(req);
-      v1::PolicyUpdateRequest body;
-      json_to_message(req.body.empty() ? "{}" : req.body, &body);
-      check_wait(body.wait_ms());
-      send(res, 200, sandboxes.policy_update(req.matches[1], std::move(body)));
-    });
+  add(srv, "PATCH", "/v1/sandboxes/{sandbox_id}/policy", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto body = body_as<v1::PolicyUpdateRequest>(req);
+    check_wait(body.wait_ms());
+    send(res, 200, sandboxes.policy_update(req.matches[1], std::move(body)));
   });
-  srv.Get(R"(/v1/sandboxes/([^/]+)/policy)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      uint64_t version = req.has_param("version") ? count_param(req, "version", 0, UINT32_MAX) : 0;
-      send(res, 200, sandboxes.policy_get(req.matches[1], version));
-    });
+  add(srv, "GET", "/v1/sandboxes/{sandbox_id}/policy", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto q = query_of(req);
+    uint64_t version = single(q, "version") ? count_param(q, "version", 0, UINT32_MAX) : 0;
+    send(res, 200, sandboxes.policy_get(req.matches[1], version));
   });
-  srv.Get(R"(/v1/sandboxes/([^/]+)/policy/versions)", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] { send(res, 200, sandboxes.policy_list(req.matches[1])); });
+  add(srv, "GET", "/v1/sandboxes/{sandbox_id}/policy/versions", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    send(res, 200, sandboxes.policy_list(req.matches[1]));
   });
-  srv.Post("/v1/policies/validate", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      require_json(req);
-      v1::PolicyValidateRequest body;
-      json_to_message(req.body.empty() ? "{}" : req.body, &body);
-      if (body.yaml().empty()) throw Error(Code::kInvalidArgument, "yaml: required (the policy YAML)", "yaml");
-      send(res, 200, sandboxes.policy_validate(std::move(body)));
-    });
+  add(srv, "POST", "/v1/policies/validate", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto body = body_as<v1::PolicyValidateRequest>(req);
+    if (body.yaml().empty()) throw Error(Code::kInvalidArgument, "yaml: required (the policy YAML)", "yaml");
+    send(res, 200, sandboxes.policy_validate(std::move(body)));
   });
 
   // Providers: credentials go in, only masked values come out (docs/api.md).
-  srv.Post("/v1/providers", [&providers](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      require_json(req);
-      v1::Provider p;
-      json_to_message(req.body.empty() ? "{}" : req.body, &p);
-      send(res, 201, providers.create(std::move(p)));
-    });
+  add(srv, "POST", "/v1/providers", [&providers](const httplib::Request& req, httplib::Response& res) {
+    send(res, 201, providers.create(body_as<v1::Provider>(req)));
   });
-  srv.Get("/v1/providers", [&providers](const httplib::Request&, httplib::Response& res) {
-    guarded(res, [&] {
-      v1::ProviderList reply;
-      for (auto& p : providers.list()) *reply.add_providers() = std::move(p);
-      send(res, 200, reply);
-    });
+  add(srv, "GET", "/v1/providers", [&providers](const httplib::Request& req, httplib::Response& res) {
+    auto q = query_of(req);
+    size_t limit = parse_limit(single(q, "limit"));
+    send(res, 200, providers.list(single(q, "page_token").value_or(""), limit));
   });
-  srv.Get(R"(/v1/providers/([^/]+))", [&providers](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] { send(res, 200, providers.get(req.matches[1])); });
+  add(srv, "GET", "/v1/providers/{name}", [&providers](const httplib::Request& req, httplib::Response& res) {
+    send(res, 200, providers.get(req.matches[1]));
   });
-  srv.Patch(R"(/v1/providers/([^/]+))", [&providers](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      require_json(req);
-      const std::string body = req.body.empty() ? "{}" : req.body;
-      v1::Provider patch;
-      json_to_message(body, &patch);
-      // proto3 cannot tell "base_url": "" (back to the type's default) from no base_url at all.
-      auto j = nlohmann::json::parse(body);
-      bool base_url_given = (j.contains("base_url") && !j["base_url"].is_null()) || (j.contains("baseUrl") && !j["baseUrl"].is_null());
-      send(res, 200, providers.update(req.matches[1], patch, base_url_given));
-    });
+  add(srv, "PATCH", "/v1/providers/{name}", [&providers](const httplib::Request& req, httplib::Response& res) {
+    auto patch = body_as<v1::Provider>(req);
+    // proto3 cannot tell "base_url": "" (back to the type's default) from no base_url at all.
+    auto j = nlohmann::json::parse(req.body.empty() ? "{}" : req.body);
+    bool base_url_given =
+        (j.contains("base_url") && !j["base_url"].is_null()) || (j.contains("baseUrl") && !j["baseUrl"].is_null());
+    send(res, 200, providers.update(req.matches[1], patch, base_url_given));
   });
-  srv.Delete(R"(/v1/providers/([^/]+))", [&providers](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      providers.remove(req.matches[1]);
-      res.status = 204;
-    });
+  add(srv, "DELETE", "/v1/providers/{name}", [&providers](const httplib::Request& req, httplib::Response& res) {
+    providers.remove(req.matches[1]);
+    res.status = 204;
   });
 
   // Inference route tables: global, or one sandbox's with ?sandbox=<id or name>.
-  srv.Put("/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      require_json(req);
-      v1::InferenceConfig c;
-      json_to_message(req.body.empty() ? "{}" : req.body, &c);
-      send(res, 200, inference.put(req.get_param_value("sandbox"), std::move(c)));
-    });
+  add(srv, "PUT", "/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
+    auto q = query_of(req);
+    auto c = body_as<v1::InferenceConfig>(req);
+    send(res, 200, inference.put(single(q, "sandbox").value_or(""), std::move(c)));
   });
-  srv.Get("/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] { send(res, 200, inference.get(req.get_param_value("sandbox"))); });
+  add(srv, "GET", "/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
+    send(res, 200, inference.get(single(query_of(req), "sandbox").value_or("")));
   });
-  srv.Delete("/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] {
-      inference.remove(req.get_param_value("sandbox"));
-      res.status = 204;
-    });
+  add(srv, "DELETE", "/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
+    inference.remove(single(query_of(req), "sandbox").value_or(""));
+    res.status = 204;
   });
+
+  for (const auto& s : route_specs())
+    if (std::find(installed_.begin(), installed_.end(), key_of(s.method, s.path)) == installed_.end())
+      throw std::logic_error("route " + key_of(s.method, s.path) + " of route_specs() is not installed");
 
   // httplib answers unknown routes, oversize bodies and the like itself; give them JSON bodies too.
   srv.set_error_handler([](const httplib::Request& req, httplib::Response& res) {

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <nlohmann/json.hpp>
 
+#include "services/gateway-api/paging.h"
 #include "shared/error.h"
 #include "shared/util.h"
 
@@ -187,6 +188,15 @@ v1::Provider Providers::get(const std::string& name) { return masked(unseal(exis
 std::vector<v1::Provider> Providers::list() {
   std::vector<v1::Provider> out;
   for (const auto& r : store_.list_providers()) out.push_back(masked(unseal(r)));
+  return out;
+}
+
+v1::ProviderList Providers::list(const std::string& page_token, size_t limit) {
+  std::string after = page_token.empty() ? "" : decode_provider_token(page_token);
+  bool more = false;
+  v1::ProviderList out;
+  for (const auto& r : store_.list_providers(after, limit, &more)) *out.add_providers() = masked(unseal(r));
+  if (more) out.set_next_page_token(encode_provider_token(out.providers(out.providers_size() - 1).name()));
   return out;
 }
 

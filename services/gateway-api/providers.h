@@ -38,6 +38,8 @@ class Providers {
   v1::Provider create(v1::Provider p);
   v1::Provider get(const std::string& name);
   std::vector<v1::Provider> list();
+  // One page by name (paging.h): page_token "" for the first.
+  v1::ProviderList list(const std::string& page_token, size_t limit);
   // credentials are merged (a value "" removes that key); base_url is replaced when base_url_given.
   // name and type, if set, must be the provider's own (a type does not change).
   v1::Provider update(const std::string& name, const v1::Provider& patch, bool base_url_given);

@@ -92,6 +92,19 @@ v1::Sandbox Sandboxes::get(const std::string& ref) {
 
 std::vector<v1::Sandbox> Sandboxes::list(bool include_deleted) { return store_.list(include_deleted); }
 
+v1::ListSandboxesReply Sandboxes::list(const SandboxFilter& f, const std::string& page_token, size_t limit) {
+  std::optional<SandboxCursor> after;
+  if (!page_token.empty()) after = decode_sandbox_token(page_token, f);
+  bool more = false;
+  v1::ListSandboxesReply reply;
+  for (auto& s : store_.page(f, after, limit, &more)) *reply.add_sandboxes() = std::move(s);
+  if (more) {
+    const auto& last = reply.sandboxes(reply.sandboxes_size() - 1);
+    reply.set_next_page_token(encode_sandbox_token({to_millis(last.created_at()), last.sandbox_id()}, f));
+  }
+  return reply;
+}
+
 v1::Sandbox Sandboxes::remove(const std::string& ref) {
   auto s = get(ref);
   auto after = store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) {

@@ -10,6 +10,7 @@
 #include "bulwark/v1/driver.pb.h"
 #include "bulwark/v1/policy.pb.h"
 #include "bulwark/v1/sandbox.pb.h"
+#include "services/gateway-api/paging.h"
 #include "services/gateway-api/store.h"
 #include "shared/error.h"
 #include "shared/work_queue.h"
@@ -55,6 +56,9 @@ class Sandboxes {
   v1::Sandbox create(v1::SandboxSpec spec, const std::string& idempotency_key, bool* created);
   v1::Sandbox get(const std::string& id_or_name);  // Error(kNotFound) when unknown
   std::vector<v1::Sandbox> list(bool include_deleted);
+  // One page (paging.h): page_token "" for the first. Error names field page_token when the token
+  // is malformed or was made for another filter.
+  v1::ListSandboxesReply list(const SandboxFilter& f, const std::string& page_token, size_t limit);
   v1::Sandbox remove(const std::string& id_or_name);
   std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail, const std::string& stream = "");
 

@@ -70,6 +70,8 @@ Store::Store(const std::string& path) : path_(path) {
            record BLOB NOT NULL))");
   // A name belongs to at most one live sandbox; deleted ones keep theirs for audit.
   exec("CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_live_name ON sandboxes(name) WHERE live = 1");
+  // The list order, which pages walk with a (created_ms, sandbox_id) cursor.
+  exec("CREATE INDEX IF NOT EXISTS sandboxes_order ON sandboxes(created_ms, sandbox_id)");
   exec(R"(CREATE TABLE IF NOT EXISTS logs (
            sandbox_id TEXT NOT NULL,
            stream_seq INTEGER NOT NULL,
@@ -94,6 +96,15 @@ Store::Store(const std::string& path) : path_(path) {
   exec(R"(CREATE TABLE IF NOT EXISTS inference_configs (
            scope TEXT PRIMARY KEY,
            record BLOB NOT NULL))");
+  // Answers to creates made with an Idempotency-Key; pruned after a day (idempotency.h).
+  exec(R"(CREATE TABLE IF NOT EXISTS idempotency (
+           scope TEXT NOT NULL,
+           key TEXT NOT NULL,
+           fingerprint TEXT NOT NULL,
+           status INTEGER NOT NULL,
+           body BLOB NOT NULL,
+           created_ms INTEGER NOT NULL,
+           PRIMARY KEY (scope, key)))");
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -164,6 +175,43 @@ std::vector<v1::Sandbox> Store::query_records(const std::string& sql) {
 std::vector<v1::Sandbox> Store::list(bool include_deleted) {
   return query_records(std::string("SELECT record FROM sandboxes") + (include_deleted ? "" : " WHERE live = 1") +
                        " ORDER BY created_ms, sandbox_id");
+}
+
+std::vector<v1::Sandbox> Store::page(const SandboxFilter& f, const std::optional<SandboxCursor>& after, size_t limit,
+                                     bool* more) {
+  std::string sql = "SELECT record FROM sandboxes WHERE (?1 = 1 OR live = 1)";
+  if (!f.phases.empty()) {
+    std::string in;
+    for (auto p : f.phases) in += (in.empty() ? "" : ",") + std::to_string(static_cast<int>(p));
+    sql += " AND phase IN (" + in + ")";
+  }
+  if (after) sql += " AND (created_ms > ?2 OR (created_ms = ?2 AND sandbox_id > ?3))";
+  sql += " ORDER BY created_ms, sandbox_id";
+  std::lock_guard lock(mu_);
+  Stmt q(db_, sql);
+  q.bind(1, static_cast<int64_t>(f.include_deleted ? 1 : 0));
+  if (after) q.bind(2, after->created_ms).bind(3, after->sandbox_id);
+  std::vector<v1::Sandbox> out;
+  *more = false;
+  // Labels live in the record, so they are matched here; the scan stops one match past the page.
+  while (q.step()) {
+    auto s = parse_record(q.text(0));
+    if (!f.matches(s)) continue;
+    if (out.size() == limit) {
+      *more = true;
+      break;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::map<v1::SandboxPhase, int64_t> Store::count_by_phase() {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "SELECT phase, COUNT(*) FROM sandboxes GROUP BY phase");
+  std::map<v1::SandboxPhase, int64_t> out;
+  while (q.step()) out[static_cast<v1::SandboxPhase>(q.integer(0))] = q.integer(1);
+  return out;
 }
 
 std::vector<v1::Sandbox> Store::in_phases(const std::vector<v1::SandboxPhase>& phases) {
@@ -251,6 +299,17 @@ std::vector<ProviderRow> Store::list_providers() {
   return out;
 }
 
+std::vector<ProviderRow> Store::list_providers(const std::string& after, size_t limit, bool* more) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, std::string(kProviderCols) + " WHERE name > ? ORDER BY name LIMIT ?");
+  q.bind(1, after).bind(2, static_cast<int64_t>(limit) + 1);
+  std::vector<ProviderRow> out;
+  while (q.step()) out.push_back(provider_row(q));
+  *more = out.size() > limit;
+  if (*more) out.pop_back();
+  return out;
+}
+
 std::optional<ProviderRow> Store::modify_provider(const std::string& name, const std::function<bool(ProviderRow&)>& fn) {
   std::lock_guard lock(mu_);
   Stmt q(db_, std::string(kProviderCols) + " WHERE name = ?");
@@ -332,6 +391,30 @@ bool Store::delete_inference(const std::string& scope) {
   q.bind(1, scope);
   q.step();
   return sqlite3_changes(db_) > 0;
+}
+
+std::optional<IdempotentResponse> Store::find_idempotent(const std::string& scope, const std::string& key,
+                                                        int64_t not_before_ms) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "SELECT fingerprint, status, body, created_ms FROM idempotency WHERE scope = ? AND key = ? AND created_ms >= ?");
+  q.bind(1, scope).bind(2, key).bind(3, not_before_ms);
+  if (!q.step()) return std::nullopt;
+  return IdempotentResponse{q.text(0), static_cast<int>(q.integer(1)), q.text(2), q.integer(3)};
+}
+
+void Store::save_idempotent(const std::string& scope, const std::string& key, const IdempotentResponse& r) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "INSERT OR REPLACE INTO idempotency(scope, key, fingerprint, status, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)");
+  q.bind(1, scope).bind(2, key).bind(3, r.fingerprint).bind(4, static_cast<int64_t>(r.status)).bind_blob(5, r.body).bind(6, r.created_ms);
+  q.step();
+}
+
+size_t Store::prune_idempotent(int64_t before_ms) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "DELETE FROM idempotency WHERE created_ms < ?");
+  q.bind(1, before_ms);
+  q.step();
+  return static_cast<size_t>(sqlite3_changes(db_));
 }
 
 }  // namespace bulwark::gateway

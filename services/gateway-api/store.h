@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13,8 +14,17 @@
 
 #include "bulwark/v1/inference.pb.h"
 #include "bulwark/v1/sandbox.pb.h"
+#include "services/gateway-api/paging.h"
 
 namespace bulwark::gateway {
+
+// The answer to a request made with an Idempotency-Key (idempotency.h), kept to be sent again.
+struct IdempotentResponse {
+  std::string fingerprint;  // request_fingerprint of the request's body
+  int status = 0;
+  std::string body;
+  int64_t created_ms = 0;
+};
 
 // A provider as stored. The credentials are opaque here: SecretBox::seal of their JSON.
 struct ProviderRow {
@@ -39,6 +49,10 @@ class Store {
   // By sandbox_id, else by name (the live one, else the newest).
   std::optional<v1::Sandbox> find(const std::string& id_or_name);
   std::vector<v1::Sandbox> list(bool include_deleted);
+  // One page in (created_ms, sandbox_id) order: the records after `after` (from the start when
+  // nullopt) that f matches, at most limit; *more tells whether another one matches after them.
+  std::vector<v1::Sandbox> page(const SandboxFilter& f, const std::optional<SandboxCursor>& after, size_t limit, bool* more);
+  std::map<v1::SandboxPhase, int64_t> count_by_phase();
   std::vector<v1::Sandbox> in_phases(const std::vector<v1::SandboxPhase>& phases);
   // Read-modify-write as one step under the store's lock. fn returns true to save the change.
   // Returns the record as it is afterwards, or nullopt when there is no such sandbox_id.
@@ -53,6 +67,8 @@ class Store {
   void insert_provider(const ProviderRow& p);
   std::optional<ProviderRow> find_provider(const std::string& name);
   std::vector<ProviderRow> list_providers();  // by name
+  // By name, those after `after` ("" = from the first), at most limit; *more as for page().
+  std::vector<ProviderRow> list_providers(const std::string& after, size_t limit, bool* more);
   // Read-modify-write under the store's lock; fn returns true to save. nullopt when no such name.
   std::optional<ProviderRow> modify_provider(const std::string& name, const std::function<bool(ProviderRow&)>& fn);
   // False when there was none. Error(kFailedPrecondition) naming the route when an inference config
@@ -67,6 +83,12 @@ class Store {
   std::optional<v1::InferenceConfig> find_inference(const std::string& scope);
   std::vector<v1::InferenceConfig> list_inference();
   bool delete_inference(const std::string& scope);  // false when there was none
+
+  // Answers kept for Idempotency-Key, by scope ("POST /v1/sandboxes") and key. find ignores those
+  // created before not_before_ms; save replaces; prune deletes those created before before_ms.
+  std::optional<IdempotentResponse> find_idempotent(const std::string& scope, const std::string& key, int64_t not_before_ms);
+  void save_idempotent(const std::string& scope, const std::string& key, const IdempotentResponse& r);
+  size_t prune_idempotent(int64_t before_ms);
 
  private:
   struct Stmt;

@@ -4,11 +4,13 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "services/gateway-api/inference.h"
 #include "services/gateway-api/sandboxes.h"
+#include "services/gateway-api/status.h"
 #include "shared/error.h"
 
 namespace bulwark::gateway::fakes {
@@ -69,6 +71,26 @@ struct MapPublisher : RoutePublisher {
     v1::InferenceConfig c;
     c.ParseFromString(it->second);
     return c;
+  }
+};
+
+// Services' health without NATS: those in `live` answer, those in `silent` time out, the others
+// are not running.
+struct FakeProbe : HealthProbe {
+  std::mutex mu;
+  std::set<std::string> live = {"gateway-api"};
+  std::set<std::string> silent;
+  v1::HealthReply health(const std::string& service, std::chrono::milliseconds timeout) override {
+    std::lock_guard l(mu);
+    if (silent.count(service)) throw Error(Code::kTimeout, "no reply within " + std::to_string(timeout.count()) + " ms");
+    if (!live.count(service)) throw NoResponders("bulwark." + service + ".health");
+    v1::HealthReply r;
+    r.set_service(service);
+    r.set_instance_id(service + "-1");
+    r.set_version("0.1.0");
+    r.set_status("ok");
+    r.set_uptime_ms(1234);
+    return r;
   }
 };
 

@@ -237,3 +237,68 @@ TEST_CASE("bulwark provider and inference: --from-env names the variable; no out
   CHECK(bulwark_cli({"provider", "delete", "claude"}, suite.gateway_url()).code == 0);
   CHECK(bulwark_cli({"provider", "get", "claude"}, suite.gateway_url()).code == 3);
 }
+
+TEST_CASE("bulwark status shows the gateway, live services, the driver and sandboxes by phase; list filters and pages") {
+  Suite suite;
+  const std::string gw = suite.gateway_url();
+  auto a = bulwark_cli({"sandbox", "create", "--name", "st-ml", "-l", "team=ml", "-d", "--", "sleep", "600"}, gw);
+  REQUIRE_MESSAGE(a.code == 0, a.err);
+  auto b = bulwark_cli({"sandbox", "create", "--name", "st-web", "-l", "team=web", "--", "true"}, gw);
+  REQUIRE_MESSAGE(b.code == 0, b.err);
+
+  Run st;
+  bool ok = wait_until([&] {
+    st = bulwark_cli({"status"}, gw);
+    return st.code == 0 && has(st.out, suite.driver_id());
+  }, std::chrono::seconds(10));
+  CHECK_MESSAGE(ok, st.out, st.err);
+  CHECK_MESSAGE(has(st.out, "NATS connected"), st.out);
+  // The LIVE column of a service's row.
+  auto live = [&](const std::string& service) {
+    size_t at = st.out.find("\n" + service + " ");
+    if (at == std::string::npos) return std::string("(no row)");
+    std::string row = st.out.substr(at + 1, st.out.find('\n', at + 1) - at - 1);
+    size_t col = row.find_first_not_of(' ', service.size());
+    return row.substr(col, row.find(' ', col) - col);
+  };
+  for (const char* s : {"gateway-api", "scheduler", "policy-service", "driver-podman"}) CHECK_MESSAGE(live(s) == "yes", s, "\n", st.out);
+  CHECK_MESSAGE(live("driver-vm") == "no", st.out);
+  CHECK_MESSAGE(has(st.out, "sandboxes: READY 1, EXITED 1"), st.out);
+
+  auto js = bulwark_cli({"status", "-o", "json"}, gw);
+  REQUIRE(js.code == 0);
+  auto j = nlohmann::json::parse(js.out);
+  CHECK(j["nats_connected"] == true);
+  CHECK(j["drivers"][0]["driver_id"] == suite.driver_id());
+  CHECK(j["drivers"][0]["capacity"].get<int>() > 0);
+  CHECK(j["sandboxes_by_phase"]["READY"] == 1);
+  auto ym = bulwark_cli({"status", "-o", "yaml", "--timeout-ms", "200"}, gw);
+  CHECK(ym.code == 0);
+  CHECK_MESSAGE(has(ym.out, "nats_connected: true"), ym.out);
+  CHECK(bulwark_cli({"status", "--timeout-ms", "0"}, gw).code == 2);
+  CHECK(bulwark_cli({"status"}, "http://127.0.0.1:" + std::to_string(free_port())).code == 4);
+
+  auto ml = bulwark_cli({"sandbox", "list", "--label", "team=ml", "-o", "json"}, gw);
+  REQUIRE(ml.code == 0);
+  auto mj = nlohmann::json::parse(ml.out);
+  REQUIRE(mj["sandboxes"].size() == 1);
+  CHECK(mj["sandboxes"][0]["name"] == "st-ml");
+  auto exited = bulwark_cli({"sandbox", "list", "--phase", "exited"}, gw);
+  CHECK(exited.code == 0);
+  CHECK_MESSAGE((has(exited.out, "st-web") && !has(exited.out, "st-ml")), exited.out);
+  auto one = bulwark_cli({"sandbox", "list", "--limit", "1"}, gw);
+  CHECK(one.code == 0);
+  CHECK_MESSAGE((has(one.out, "st-ml") && !has(one.out, "st-web")), one.out);
+  CHECK_MESSAGE(has(one.err, "--page-token "), one.err);
+  auto token = one.err.substr(one.err.find("--page-token ") + 13);
+  token = token.substr(0, token.find(' '));
+  auto next = bulwark_cli({"sandbox", "list", "--page-token", token}, gw);
+  CHECK_MESSAGE(next.code == 0, next.err);
+  CHECK_MESSAGE((has(next.out, "st-web") && !has(next.out, "st-ml")), next.out);
+  CHECK(bulwark_cli({"sandbox", "list", "--label", "team"}, gw).code == 2);
+  CHECK(bulwark_cli({"sandbox", "list", "--phase", "running"}, gw).code == 2);
+  auto bad_token = bulwark_cli({"sandbox", "list", "--page-token", "nonsense!"}, gw);
+  CHECK(bad_token.code == 1);
+  CHECK_MESSAGE(has(bad_token.err, "[field: page_token]"), bad_token.err);
+  bulwark_cli({"sandbox", "delete", "st-ml"}, gw);
+}

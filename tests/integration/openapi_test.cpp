@@ -1,0 +1,273 @@
+// The REST contract: the running gateway against docs/openapi.yaml. Every documented operation is
+// called on the real suite (a success and at least one error each); every answer, status and body,
+// is written to a file that tests/integration/openapi/validate.mjs checks with Ajv against the
+// schema the spec gives for that path, method and status. The routes the gateway registers
+// (route_specs(), which install() enforces) must be exactly the documented ones.
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+
+#include "services/gateway-api/http_api.h"
+#include "tests/integration/suite.h"
+
+using namespace bulwark;
+using namespace bulwark::testing;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string raw;
+  httplib::Headers headers;
+};
+
+// Calls a gateway and keeps every answer for the validator.
+class Recorder {
+ public:
+  explicit Recorder(json* observations) : out_(observations) {}
+
+  // path: the spec's template (/v1/sandboxes/{sandbox_id}); url: what is requested. body: sent raw
+  // (nullopt: no body).
+  Reply call(const std::string& base_url, const std::string& method, const std::string& path, const std::string& url,
+             const std::optional<std::string>& body = std::nullopt, const httplib::Headers& headers = {}) {
+    httplib::Client c(base_url);
+    c.set_read_timeout(30);
+    const std::string b = body.value_or("");
+    httplib::Result r = method == "GET"      ? c.Get(url, headers)
+                        : method == "DELETE" ? c.Delete(url, headers)
+                        : method == "POST"   ? c.Post(url, headers, b, "application/json")
+                        : method == "PUT"    ? c.Put(url, headers, b, "application/json")
+                                             : c.Patch(url, headers, b, "application/json");
+    REQUIRE_MESSAGE(r, method, " ", url, ": no answer (", httplib::to_string(r.error()), ")");
+    json hs = json::object();
+    for (const auto& [k, v] : r->headers) {
+      std::string lower = k;
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      hs[lower] = v;
+    }
+    out_->push_back({{"method", method}, {"path", path}, {"url", url}, {"status", r->status}, {"headers", hs}, {"body", r->body}});
+    return {r->status, json::parse(r->body.empty() ? "null" : r->body, nullptr, false), r->body, r->headers};
+  }
+
+ private:
+  json* out_;
+};
+
+// A call whose status must be `status`; the body is checked by the validator, not here.
+Reply expect(Recorder& rec, const std::string& base, int status, const std::string& method, const std::string& path,
+             const std::string& url, const std::optional<json>& body = std::nullopt, const httplib::Headers& headers = {}) {
+  auto r = rec.call(base, method, path, url, body ? std::optional(body->dump()) : std::nullopt, headers);
+  CHECK_MESSAGE(r.status == status, method, " ", url, ": expected ", status, ", got ", r.status, " ", r.raw);
+  return r;
+}
+
+struct NodeRun {
+  int code;
+  std::string output;
+};
+NodeRun run_node(const std::vector<std::string>& argv) {
+  auto p = Process::spawn({.argv = argv, .pipe_stdout = true, .pipe_stderr = true});
+  NodeRun r{0, {}};
+  pollfd fds[2] = {{p.stdout_fd(), POLLIN, 0}, {p.stderr_fd(), POLLIN, 0}};
+  int live = 2;
+  char buf[4096];
+  while (live > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (auto& fd : fds) {
+      if (fd.fd < 0 || fd.revents == 0) continue;
+      ssize_t n = ::read(fd.fd, buf, sizeof buf);
+      if (n > 0) r.output.append(buf, static_cast<size_t>(n));
+      else if (n == 0 || errno != EINTR) fd.fd = -1, --live;
+    }
+  }
+  r.code = p.wait();
+  return r;
+}
+
+const std::string kPolicyV1 = "version: 1\n";
+}  // namespace
+
+TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented, every answer valid") {
+  const std::string dir = source_dir() + "/tests/integration/openapi";
+  require_binary("node", "nodejs");
+  REQUIRE_MESSAGE(std::filesystem::exists(dir + "/node_modules/ajv/package.json"),
+                  "the validator's npm packages are missing: run scripts/install-deps (npm ci in ", dir, ")");
+
+  json observations = json::array();
+  Recorder rec(&observations);
+  Suite suite;
+  const std::string gw = suite.gateway_url();
+  auto t0 = std::chrono::steady_clock::now();
+
+  // --- operations ---------------------------------------------------------------------------
+  expect(rec, gw, 200, "GET", "/healthz", "/healthz");
+  // The gateway hears the driver's heartbeats itself.
+  json status;
+  bool driver_seen = wait_until([&] {
+    status = rec.call(gw, "GET", "/v1/status", "/v1/status?timeout_ms=300").body;
+    return status.is_object() && !status.value("drivers", json::array()).empty();
+  }, 10s);
+  CHECK_MESSAGE(driver_seen, status.dump(2));
+  expect(rec, gw, 400, "GET", "/v1/status", "/v1/status?timeout_ms=0");
+
+  // --- sandboxes ----------------------------------------------------------------------------
+  json spec = {{"name", "contract"}, {"labels", {{"suite", "openapi"}}}, {"command", {"sh", "-c", "echo hello; sleep 600"}}};
+  httplib::Headers key = {{"Idempotency-Key", "contract-1"}};
+  auto created = expect(rec, gw, 202, "POST", "/v1/sandboxes", "/v1/sandboxes", spec, key);
+  std::string id = created.body.value("sandbox_id", "");
+  REQUIRE_MESSAGE(!id.empty(), created.raw);
+  auto replay = expect(rec, gw, 202, "POST", "/v1/sandboxes", "/v1/sandboxes", spec, key);
+  CHECK(replay.raw == created.raw);
+  expect(rec, gw, 409, "POST", "/v1/sandboxes", "/v1/sandboxes", json{{"name", "other"}}, key);
+  expect(rec, gw, 409, "POST", "/v1/sandboxes", "/v1/sandboxes", spec);  // the name is taken
+  CHECK(rec.call(gw, "POST", "/v1/sandboxes", "/v1/sandboxes", std::string("{\"name\": ")).status == 400);
+  expect(rec, gw, 400, "POST", "/v1/sandboxes", "/v1/sandboxes", json{{"colour", "red"}});
+  expect(rec, gw, 413, "POST", "/v1/sandboxes", "/v1/sandboxes", json{{"policy", std::string(1100000, 'x')}});
+  auto second = expect(rec, gw, 202, "POST", "/v1/sandboxes", "/v1/sandboxes",
+                       json{{"name", "contract-2"}, {"labels", {{"suite", "openapi"}}}, {"command", {"true"}}});
+  suite.wait_phase(id, {"READY"});
+
+  auto page1 = expect(rec, gw, 200, "GET", "/v1/sandboxes", "/v1/sandboxes?label=suite=openapi&limit=1");
+  std::string token = page1.body.value("next_page_token", "");
+  CHECK_FALSE(token.empty());
+  auto page2 = expect(rec, gw, 200, "GET", "/v1/sandboxes", "/v1/sandboxes?label=suite=openapi&limit=1&page_token=" + token);
+  CHECK(page2.body["sandboxes"].size() == 1);
+  expect(rec, gw, 200, "GET", "/v1/sandboxes", "/v1/sandboxes?phase=READY&phase=EXITED&all=true");
+  expect(rec, gw, 400, "GET", "/v1/sandboxes", "/v1/sandboxes?limit=0");
+  expect(rec, gw, 400, "GET", "/v1/sandboxes", "/v1/sandboxes?phase=RUNNING");
+  expect(rec, gw, 400, "GET", "/v1/sandboxes", "/v1/sandboxes?label=suite=openapi&page_token=" + token + "x");
+  expect(rec, gw, 400, "GET", "/v1/sandboxes", "/v1/sandboxes?state=READY");
+
+  expect(rec, gw, 200, "GET", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + id);
+  expect(rec, gw, 200, "GET", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/contract");
+  expect(rec, gw, 404, "GET", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/no-such-sandbox");
+
+  wait_until([&] {
+    auto l = rec.call(gw, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/" + id + "/logs?stream=stdout");
+    return l.status == 200 && !l.body.value("lines", json::array()).empty();
+  }, 10s);
+  expect(rec, gw, 200, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/" + id + "/logs?tail=5");
+  expect(rec, gw, 400, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/" + id + "/logs?stream=bogus");
+  expect(rec, gw, 404, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/no-such-sandbox/logs");
+
+  // --- policies -----------------------------------------------------------------------------
+  const std::string pol = "/v1/sandboxes/{sandbox_id}/policy";
+  expect(rec, gw, 200, "GET", pol, "/v1/sandboxes/" + id + "/policy");
+  expect(rec, gw, 200, "GET", pol, "/v1/sandboxes/" + id + "/policy?version=1");
+  expect(rec, gw, 404, "GET", pol, "/v1/sandboxes/" + id + "/policy?version=99");
+  expect(rec, gw, 400, "GET", pol, "/v1/sandboxes/" + id + "/policy?version=first");
+  expect(rec, gw, 200, "PUT", pol, "/v1/sandboxes/" + id + "/policy", json{{"yaml", kPolicyV1}, {"reason", "contract"}});
+  expect(rec, gw, 400, "PUT", pol, "/v1/sandboxes/" + id + "/policy", json{{"reason", "no yaml"}});
+  expect(rec, gw, 404, "PUT", pol, "/v1/sandboxes/no-such-sandbox/policy", json{{"yaml", kPolicyV1}});
+  json add = {{"operations", {{{"add_endpoint",
+                                {{"network_policy", "example"},
+                                 {"endpoint_yaml", "{host: api.example.com, port: 443}"},
+                                 {"binaries", {"/usr/bin/curl"}}}}}}},
+              {"dry_run", true}};
+  auto dry = expect(rec, gw, 200, "PATCH", pol, "/v1/sandboxes/" + id + "/policy", add);
+  CHECK(dry.body.value("yaml", "").find("api.example.com") != std::string::npos);
+  expect(rec, gw, 400, "PATCH", pol, "/v1/sandboxes/" + id + "/policy", json{{"operations", json::array()}});
+  expect(rec, gw, 200, "GET", pol + "/versions", "/v1/sandboxes/" + id + "/policy/versions");
+  expect(rec, gw, 404, "GET", pol + "/versions", "/v1/sandboxes/no-such-sandbox/policy/versions");
+  expect(rec, gw, 200, "POST", "/v1/policies/validate", "/v1/policies/validate", json{{"yaml", kPolicyV1}});
+  expect(rec, gw, 200, "POST", "/v1/policies/validate", "/v1/policies/validate", json{{"yaml", "version: 1\ncolour: red\n"}});
+  expect(rec, gw, 400, "POST", "/v1/policies/validate", "/v1/policies/validate", json::object());
+  expect(rec, gw, 404, "POST", "/v1/policies/validate", "/v1/policies/validate",
+         json{{"yaml", kPolicyV1}, {"sandbox_id", "no-such-sandbox"}});
+
+  // --- providers ----------------------------------------------------------------------------
+  httplib::Headers pkey = {{"Idempotency-Key", "provider-1"}};
+  json local = {{"name", "local"}, {"type", "generic"}, {"base_url", "http://127.0.0.1:11434"}, {"credentials", {{"TOKEN", "secret-0123456789"}}}};
+  expect(rec, gw, 201, "POST", "/v1/providers", "/v1/providers", local, pkey);
+  expect(rec, gw, 201, "POST", "/v1/providers", "/v1/providers", local, pkey);
+  expect(rec, gw, 409, "POST", "/v1/providers", "/v1/providers", local);
+  expect(rec, gw, 400, "POST", "/v1/providers", "/v1/providers", json{{"name", "x"}, {"type", "azure"}});
+  expect(rec, gw, 201, "POST", "/v1/providers", "/v1/providers",
+         json{{"name", "gh"}, {"type", "github"}, {"credentials", {{"GITHUB_TOKEN", "ghp_0123456789abcdef"}}}});
+  auto plist = expect(rec, gw, 200, "GET", "/v1/providers", "/v1/providers?limit=1");
+  CHECK_FALSE(plist.body.value("next_page_token", "").empty());
+  expect(rec, gw, 200, "GET", "/v1/providers", "/v1/providers?limit=1&page_token=" + plist.body.value("next_page_token", ""));
+  expect(rec, gw, 400, "GET", "/v1/providers", "/v1/providers?limit=many");
+  expect(rec, gw, 200, "GET", "/v1/providers/{name}", "/v1/providers/local");
+  expect(rec, gw, 404, "GET", "/v1/providers/{name}", "/v1/providers/nope");
+  expect(rec, gw, 200, "PATCH", "/v1/providers/{name}", "/v1/providers/local", json{{"credentials", {{"OTHER", "value-0123456789"}}}});
+  expect(rec, gw, 404, "PATCH", "/v1/providers/{name}", "/v1/providers/nope", json::object());
+  expect(rec, gw, 400, "PATCH", "/v1/providers/{name}", "/v1/providers/local", json{{"base_url", "ftp://x"}});
+
+  // --- inference routes ---------------------------------------------------------------------
+  json table = {{"routes", {{{"match", "*"}, {"backends", {{{"provider", "local"}, {"model", "llama3"}}}}}}}};
+  expect(rec, gw, 200, "PUT", "/v1/inference", "/v1/inference", table);
+  expect(rec, gw, 200, "PUT", "/v1/inference", "/v1/inference?sandbox=contract", table);
+  expect(rec, gw, 400, "PUT", "/v1/inference", "/v1/inference", json{{"routes", json::array()}});
+  expect(rec, gw, 404, "PUT", "/v1/inference", "/v1/inference?sandbox=no-such-sandbox", table);
+  expect(rec, gw, 200, "GET", "/v1/inference", "/v1/inference");
+  expect(rec, gw, 200, "GET", "/v1/inference", "/v1/inference?sandbox=" + id);
+  expect(rec, gw, 409, "DELETE", "/v1/providers/{name}", "/v1/providers/local");  // a route uses it
+  expect(rec, gw, 204, "DELETE", "/v1/inference", "/v1/inference");
+  expect(rec, gw, 404, "DELETE", "/v1/inference", "/v1/inference");
+  expect(rec, gw, 404, "GET", "/v1/inference", "/v1/inference");
+  expect(rec, gw, 204, "DELETE", "/v1/inference", "/v1/inference?sandbox=contract");
+  expect(rec, gw, 204, "DELETE", "/v1/providers/{name}", "/v1/providers/local");
+  expect(rec, gw, 404, "DELETE", "/v1/providers/{name}", "/v1/providers/local");
+
+  // --- deletes ------------------------------------------------------------------------------
+  expect(rec, gw, 202, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + id);
+  expect(rec, gw, 404, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/no-such-sandbox");
+  suite.wait_phase(id, {"DELETED"});
+  expect(rec, gw, 200, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + id);
+  rec.call(gw, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + second.body.value("sandbox_id", ""));
+  expect(rec, gw, 200, "GET", "/v1/status", "/v1/status");
+
+  // Not a route: the server's own 404 is JSON too (not an operation, so checked here).
+  auto none = httplib::Client(gw).Get("/v1/nothing-here");
+  REQUIRE(none);
+  CHECK(none->status == 404);
+  CHECK(json::parse(none->body)["error"]["code"] == "not_found");
+
+  // --- a second gateway: the 429 of a tight rate limit, and /healthz once NATS is gone ---------
+  {
+    NatsServer nats;
+    TempDir tmp("bulwark-openapi");
+    int port = free_port();
+    std::string gw2 = "http://127.0.0.1:" + std::to_string(port);
+    auto proc = Process::spawn({.argv = {bin("bulwark-gateway-api"), "--nats-url", nats.url(), "--http-port", std::to_string(port),
+                                         "--db", tmp.file("g.db"), "--rate-limit", "1", "--rate-burst", "1"},
+                                .output_file = tmp.file("gateway.log")});
+    REQUIRE_MESSAGE(wait_until([&] { return port_open(port); }, 10s), read_file(tmp.file("gateway.log")));
+    expect(rec, gw2, 200, "GET", "/v1/providers", "/v1/providers");
+    auto limited = expect(rec, gw2, 429, "GET", "/v1/providers", "/v1/providers");
+    CHECK(httplib::detail::get_header_value(limited.headers, "Retry-After", 0, "") == std::string("1"));
+    expect(rec, gw2, 200, "GET", "/healthz", "/healthz");  // never limited
+    nats.stop();
+    bool degraded = wait_until([&] {
+      auto r = httplib::Client(gw2).Get("/healthz");
+      return r && r->status == 503;
+    }, 10s);
+    CHECK_MESSAGE(degraded, read_file(tmp.file("gateway.log")));
+    expect(rec, gw2, 503, "GET", "/healthz", "/healthz");
+    proc.stop();
+  }
+  MESSAGE("exercised " << observations.size() << " calls in "
+                       << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count()
+                       << " ms");
+
+  // --- the validator ------------------------------------------------------------------------
+  json routes = json::array();
+  for (const auto& r : gateway::route_specs()) routes.push_back({{"method", r.method}, {"path", r.path}});
+  TempDir out("bulwark-openapi-out");
+  std::ofstream(out.file("observed.json")) << json{{"routes", routes}, {"observations", observations}}.dump(1);
+  auto v = run_node({"node", dir + "/validate.mjs", source_dir() + "/docs/openapi.yaml", out.file("observed.json")});
+  CHECK_MESSAGE(v.code == 0, "docs/openapi.yaml and the gateway disagree:\n", v.output);
+  MESSAGE(v.output);
+}
