@@ -92,17 +92,19 @@ int64_t int_of(const nlohmann::json& j, const char* key) {
 }
 std::string count_of(const nlohmann::json& j, const char* key) { return std::to_string(int_of(j, key)); }
 
-void emit(YAML::Emitter& e, const nlohmann::json& j) {
+}  // namespace
+
+void emit_yaml(YAML::Emitter& e, const nlohmann::json& j) {
   if (j.is_object()) {
     e << YAML::BeginMap;
     for (const auto& [k, v] : j.items()) {
       e << YAML::Key << k << YAML::Value;
-      emit(e, v);
+      emit_yaml(e, v);
     }
     e << YAML::EndMap;
   } else if (j.is_array()) {
     e << YAML::BeginSeq;
-    for (const auto& v : j) emit(e, v);
+    for (const auto& v : j) emit_yaml(e, v);
     e << YAML::EndSeq;
   } else if (j.is_string()) {
     e << j.get<std::string>();
@@ -116,11 +118,11 @@ void emit(YAML::Emitter& e, const nlohmann::json& j) {
     e << YAML::Null;
   }
 }
-}  // namespace
+
 
 std::string to_yaml(const nlohmann::json& j) {
   YAML::Emitter e;
-  emit(e, j);
+  emit_yaml(e, j);
   return std::string(e.c_str()) + "\n";
 }
 

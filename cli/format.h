@@ -4,6 +4,10 @@
 #include <string>
 #include <vector>
 
+namespace YAML {
+class Emitter;
+}
+
 namespace bulwark::cli {
 
 // Columns padded to their widest cell, separated by two spaces.
@@ -20,6 +24,8 @@ std::string status_table(const nlohmann::json& status, const std::string& gatewa
 std::string human_duration(int64_t ms);
 // Any JSON as block YAML (-o yaml).
 std::string to_yaml(const nlohmann::json& j);
+// The same, into an emitter that is already in a document.
+void emit_yaml(YAML::Emitter& e, const nlohmann::json& j);
 // Splits "K=V" into its halves; throws CliError(kUsage) naming the flag when there is no '='.
 std::pair<std::string, std::string> key_value(const std::string& flag, const std::string& kv);
 

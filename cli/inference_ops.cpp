@@ -9,6 +9,7 @@
 #include "bulwark/v1/inference.pb.h"
 #include "cli/client.h"
 #include "cli/format.h"
+#include "cli/format.h"
 
 namespace bulwark::cli {
 namespace {
@@ -121,30 +122,6 @@ std::string short_time(std::string t) {  // 2025-01-02T03:04:05.123Z -> 2025-01-
   return t;
 }
 
-void emit(YAML::Emitter& e, const json& j) {
-  if (j.is_object()) {
-    e << YAML::BeginMap;
-    for (const auto& [k, v] : j.items()) {
-      e << YAML::Key << k << YAML::Value;
-      emit(e, v);
-    }
-    e << YAML::EndMap;
-  } else if (j.is_array()) {
-    e << YAML::BeginSeq;
-    for (const auto& v : j) emit(e, v);
-    e << YAML::EndSeq;
-  } else if (j.is_string()) {
-    e << j.get<std::string>();
-  } else if (j.is_boolean()) {
-    e << j.get<bool>();
-  } else if (j.is_number_integer()) {
-    e << j.get<int64_t>();
-  } else if (j.is_number()) {
-    e << number(j);
-  } else {
-    e << YAML::Null;
-  }
-}
 
 }  // namespace
 
@@ -221,8 +198,10 @@ void emit_message(YAML::Emitter& e, const json& j, const Descriptor* d) {
       e << YAML::EndSeq;
     } else if (nested && v.is_object()) {
       emit_message(e, v, f->message_type());
+    } else if (v.is_number()) {
+      e << number(v);  // cost 1, not 1.0
     } else {
-      emit(e, v);
+      emit_yaml(e, v);
     }
   }
   e << YAML::EndMap;

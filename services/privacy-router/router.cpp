@@ -382,7 +382,7 @@ void Router::route_and_forward(Call& c, FrameWriter& w) {
 
 std::optional<UpstreamRequest> Router::prepare(Call& c, const v1::InferenceBackend& b) {
   const std::string& name = b.provider();
-  auto skip = [&](const std::string& why) -> std::optional<UpstreamRequest> {
+  auto unusable = [&](const std::string& why) -> std::optional<UpstreamRequest> {
     c.ev.add_attempts(name + ": " + why);
     return std::nullopt;
   };
@@ -390,23 +390,23 @@ std::optional<UpstreamRequest> Router::prepare(Call& c, const v1::InferenceBacke
   try {
     p = providers_.get(name);
   } catch (const Error& e) {
-    return skip(e.what());
+    return unusable(e.what());
   }
   const providers::Profile* prof = providers::find(p.type());
-  if (auto why = backend_unusable(name, p.type(), prof, c.ep.style); !why.empty()) return skip(why);
+  if (auto why = backend_unusable(name, p.type(), prof, c.ep.style); !why.empty()) return unusable(why);
   const std::string base = p.base_url().empty() ? prof->default_base_url : p.base_url();
   if (base.empty())
-    return skip("provider " + name + " has no base_url and type " + p.type() + " has no default: give it its server's URL");
+    return unusable("provider " + name + " has no base_url and type " + p.type() + " has no default: give it its server's URL");
   UpstreamRequest up;
   try {
     up.url = parse_base_url(base);
   } catch (const Error& e) {
-    return skip("provider " + name + ": " + e.what());
+    return unusable("provider " + name + ": " + e.what());
   }
   const std::map<std::string, std::string> creds(p.credentials().begin(), p.credentials().end());
   const auto key = providers::backend_key(*prof, creds);
   if (!key && prof->type != "generic")
-    return skip("provider " + name + " has no credential (type " + p.type() + " expects " +
+    return unusable("provider " + name + " has no credential (type " + p.type() + " expects " +
                 (prof->env_vars.empty() ? std::string("API_KEY") : prof->env_vars.front()) + ")");
   if (b.privacy() == kLocalOnly) {
     // Checked now and connected to by address, so that DNS cannot point elsewhere in between.
@@ -414,9 +414,9 @@ std::optional<UpstreamRequest> Router::prepare(Call& c, const v1::InferenceBacke
     try {
       up.connect_ips = resolve_host(up.url.host);
     } catch (const Error& e) {
-      return skip(e.what());
+      return unusable(e.what());
     }
-    if (auto v = local_only_violation(name, up.connect_ips); !v.empty()) return skip(v);
+    if (auto v = local_only_violation(name, up.connect_ips); !v.empty()) return unusable(v);
   }
   up.method = c.call.method();
   up.target = upstream_target(up.url.prefix, c.ep.path + c.ep.query);

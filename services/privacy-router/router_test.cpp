@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "bulwark/v1/sandbox.pb.h"
+#include "services/privacy-router/test_config.h"
 #include "services/privacy-router/router.h"
 #include "services/privacy-router/test_upstream.h"
 #include "shared/subjects.h"
@@ -16,6 +17,8 @@
 
 using namespace bulwark;
 using namespace bulwark::privacy_router;
+using bulwark::privacy_router::testing::B;
+using bulwark::privacy_router::testing::config;
 using namespace std::chrono_literals;
 using bulwark::privacy_router::testing::Upstream;
 using Clock = std::chrono::steady_clock;
@@ -164,28 +167,6 @@ std::string chat(const std::string& model, bool stream = false) {
       .dump();
 }
 
-struct B {
-  std::string provider;
-  std::string model;
-  std::string privacy;
-  double cost;
-};
-v1::InferenceConfig config(const std::string& privacy, std::vector<std::pair<std::string, std::vector<B>>> routes) {
-  v1::InferenceConfig c;
-  c.set_privacy(privacy);
-  for (auto& [match, backends] : routes) {
-    auto* r = c.add_routes();
-    r->set_match(match);
-    for (auto& b : backends) {
-      auto* x = r->add_backends();
-      x->set_provider(b.provider);
-      x->set_model(b.model);
-      x->set_privacy(b.privacy);
-      x->set_cost(b.cost);
-    }
-  }
-  return c;
-}
 
 v1::Provider provider(const std::string& name, const std::string& type, const std::string& base_url,
                       std::map<std::string, std::string> creds) {

@@ -1,36 +1,16 @@
 // Route tables and backend selection.
 #include <doctest/doctest.h>
 
+#include "services/privacy-router/test_config.h"
 #include "services/privacy-router/routes.h"
 
 using namespace bulwark;
 using namespace bulwark::privacy_router;
+using bulwark::privacy_router::testing::B;
+using bulwark::privacy_router::testing::config;
 
 namespace {
 
-struct B {
-  std::string provider;
-  std::string model;
-  std::string privacy;
-  double cost;
-};
-
-v1::InferenceConfig config(std::string privacy, std::vector<std::pair<std::string, std::vector<B>>> routes) {
-  v1::InferenceConfig c;
-  c.set_privacy(privacy);
-  for (auto& [match, backends] : routes) {
-    auto* r = c.add_routes();
-    r->set_match(match);
-    for (auto& b : backends) {
-      auto* x = r->add_backends();
-      x->set_provider(b.provider);
-      x->set_model(b.model);
-      x->set_privacy(b.privacy);
-      x->set_cost(b.cost);
-    }
-  }
-  return c;
-}
 
 std::vector<std::string> providers_of(const Selection& s) {
   std::vector<std::string> out;
