@@ -2,8 +2,10 @@
 
 namespace bulwark::cli {
 
-GatewayClient::GatewayClient(const std::string& url) : url_(url), http_(url) {
+GatewayClient::GatewayClient(const std::string& url, const std::string& token) : url_(url), http_(url) {
   if (!http_.is_valid()) throw CliError{kUsage, "--gateway '" + url + "' is not a URL like http://127.0.0.1:8080"};
+  if (!token.empty()) http_.set_bearer_token_auth(token.c_str());
+  has_token_ = !token.empty();
   http_.set_connection_timeout(5);
   http_.set_read_timeout(60);
 }
@@ -24,7 +26,9 @@ nlohmann::json GatewayClient::check(const std::string& what, const httplib::Resu
     msg = e.value("message", msg);
     if (e.contains("field") && !e["field"].get<std::string>().empty()) msg += " [field: " + e["field"].get<std::string>() + "]";
   }
-  throw CliError{r->status == 404 ? kNotFound : kFailure, what + ": " + msg};
+  if (r->status == 401 && !has_token_)
+    msg += " (no token sent: pass --token, set BULWARK_TOKEN, or point --token-file at one)";
+  throw CliError{r->status == 404 ? kNotFound : r->status == 401 || r->status == 403 ? kDenied : kFailure, what + ": " + msg};
 }
 
 nlohmann::json GatewayClient::get(const std::string& path) { return check("GET " + path, http_.Get(path)); }

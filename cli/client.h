@@ -17,6 +17,7 @@ enum Exit : int {
   kUnreachable = 4,      // no gateway at that URL
   kSandboxFailed = 5,    // the sandbox ended FAILED
   kTimedOut = 6,         // waiting for a phase took too long
+  kDenied = 7,           // 401/403: no token, a bad, revoked or expired one, or a scope that does not allow it
 };
 
 // A failed call: the exit code to use and a message that says what to do.
@@ -27,7 +28,8 @@ struct CliError {
 
 class GatewayClient {
  public:
-  explicit GatewayClient(const std::string& url);
+  // token: an API token sent as Authorization: Bearer (docs/security.md); "" sends none.
+  explicit GatewayClient(const std::string& url, const std::string& token = {});
   nlohmann::json get(const std::string& path);
   nlohmann::json post(const std::string& path, const nlohmann::json& body);
   nlohmann::json del(const std::string& path);
@@ -40,6 +42,7 @@ class GatewayClient {
   nlohmann::json check(const std::string& what, const httplib::Result& r);
   std::string url_;
   httplib::Client http_;
+  bool has_token_ = false;
 };
 
 }  // namespace bulwark::cli

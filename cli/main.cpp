@@ -6,16 +6,21 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <thread>
 
 #include "cli/client.h"
+#include "cli/driver_select.h"
 #include "cli/format.h"
 #include "cli/inference_ops.h"
 #include "cli/policy_ops.h"
 #include "cli/provider_ops.h"
+#include "cli/connect_ops.h"
+#include "cli/exec_ops.h"
 #include "cli/sandbox_ops.h"
+#include "cli/token_ops.h"
 #include "shared/providers.h"
 #include "shared/policy.h"
 #include "shared/util.h"
@@ -30,10 +35,11 @@ namespace {
 struct Globals {
   std::string gateway = "http://127.0.0.1:8080";
   std::string output = "table";
+  std::string token, token_file;  // API token (docs/security.md)
 };
 
 bool settled(const std::string& phase) {
-  return phase == "READY" || phase == "EXITED" || phase == "FAILED" || phase == "DELETED";
+  return phase == "READY" || phase == "EXITED" || phase == "FAILED" || phase == "DELETED" || phase == "STOPPED";
 }
 
 void print(const Globals& g, const json& sandbox) {
@@ -130,9 +136,12 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global flags (-o, --gateway) may follow the subcommand
   Globals g;
   app.add_option("--gateway", g.gateway, "gateway URL")->envname("BULWARK_GATEWAY")->capture_default_str();
+  app.add_option("--token", g.token, "API token (bwk_...) sent as Authorization: Bearer")->envname("BULWARK_TOKEN");
+  app.add_option("--token-file", g.token_file, "file holding the API token (when --token and BULWARK_TOKEN are not set)")
+      ->envname("BULWARK_TOKEN_FILE");
   app.add_option("-o,--output", g.output, "table, json, or yaml")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
   app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found (sandbox, provider, route table),\n"
-             "4 gateway unreachable, 5 sandbox FAILED, 6 timed out. Example: bulwark sandbox create --name demo -- echo hi");
+             "4 gateway unreachable, 5 sandbox FAILED, 6 timed out, 7 not authenticated (401) or not allowed (403).\nExample: bulwark sandbox create --name demo -- echo hi");
 
   auto* sandbox = app.add_subcommand("sandbox", "create, list, inspect and delete sandboxes")->alias("sb");
   sandbox->require_subcommand(1);
@@ -153,6 +162,20 @@ int main(int argc, char** argv) {
   create->add_option("-l,--label", labels, "KEY=VALUE label (repeatable)");
   create->add_option("--provider", sandbox_providers,
                      "provider to attach (repeatable): github/generic ones become the agent's environment variables");
+  double cpus = 0;
+  std::string memory;
+  uint32_t pids = 0, gpus = 0;
+  bool tty = false, keep = false;
+  std::vector<std::string> driver_labels;
+  create->add_option("--cpus", cpus, "CPU limit, e.g. 0.5 or 2 (default: the driver's)")->check(CLI::Range(0.0, 4096.0));
+  create->add_option("--memory", memory, "memory limit, e.g. 512m or 2g (default: the driver's)");
+  create->add_option("--pids", pids, "processes at once (default: 4096)")->check(CLI::Range(1u, 4194304u));
+  create->add_option("--gpu", gpus, "NVIDIA GPUs (a driver without GPU support refuses)")
+      ->expected(0, 1)->default_str("1")->check(CLI::Range(0u, 64u));
+  create->add_flag("-t,--tty", tty, "give the agent a pseudo-terminal");
+  create->add_flag("--keep", keep, "keep the sandbox running after the agent ends (for exec and download)");
+  create->add_option("--driver-label", driver_labels,
+                     "K=V: place only on a driver started with --label K=V (repeatable: all must match)");
   bool detach = false;
   create->add_flag("--no-wait", no_wait, "return once accepted instead of waiting for READY");
   create->add_flag("-d,--detach", detach, "with a command: return at READY instead of waiting for it to end");
@@ -165,7 +188,7 @@ int main(int argc, char** argv) {
   list->add_flag("-a,--all", lf.all, "include deleted sandboxes");
   list->add_option("-l,--label", lf.labels, "only those with label KEY=VALUE (repeatable: all must match)");
   list->add_option("--phase", lf.phases, "only those in this phase (repeatable: any of them)")
-      ->transform(CLI::IsMember({"PENDING", "SCHEDULED", "STARTING", "READY", "EXITED", "STOPPING", "DELETED", "FAILED"},
+      ->transform(CLI::IsMember({"PENDING", "SCHEDULED", "STARTING", "READY", "EXITED", "STOPPED", "STOPPING", "DELETED", "FAILED"},
                                 CLI::ignore_case));
   list->add_option("--limit", lf.limit, "print at most N")->check(CLI::PositiveNumber);
   list->add_option("--page-token", lf.page_token, "fetch only the page that starts there (a next_page_token)");
@@ -180,6 +203,16 @@ int main(int argc, char** argv) {
   del->add_option("name", ref, "sandbox name or id")->required();
   del->add_flag("--wait", del_wait, "wait until the workload is gone");
 
+  auto* stop = sandbox->add_subcommand("stop", "stop a sandbox, keeping its workload and files for start");
+  uint32_t grace_s = 10;
+  stop->add_option("name", ref, "sandbox name or id")->required();
+  stop->add_option("--grace", grace_s, "seconds between SIGTERM and SIGKILL")->check(CLI::Range(1u, 300u))->capture_default_str();
+  stop->footer("Example: bulwark sandbox stop demo && bulwark sandbox start demo");
+  auto* start = sandbox->add_subcommand("start", "start a STOPPED (or EXITED) sandbox again and wait for READY");
+  start->add_option("name", ref, "sandbox name or id")->required();
+  start->add_flag("--no-wait", no_wait, "return once the driver started it");
+  start->add_option("--timeout", timeout_s, "seconds to wait for READY")->check(CLI::PositiveNumber)->capture_default_str();
+
   auto* logs = sandbox->add_subcommand("logs", "print the agent's output");
   int tail = 1000;
   logs->add_option("name", ref, "sandbox name or id")->required();
@@ -189,6 +222,54 @@ int main(int argc, char** argv) {
       logs->add_flag("--denials", denials_only, "only what the sandbox's policy refused (or allowed in audit mode), as a table");
   logs->add_flag("--inference", inference_only, "only its inference.local calls, as a table (model -> provider, status, bytes, latency)")
       ->excludes(denials_flag);
+
+  // Into a running sandbox (docs/exec.md).
+  auto* exec_cmd = sandbox->add_subcommand("exec", "run a command in a running sandbox; exits with its exit code");
+  std::vector<std::string> exec_command, exec_env;
+  std::string exec_workdir;
+  int exec_timeout = 0;
+  bool exec_no_stream = false, exec_stdin = false;
+  exec_cmd->add_option("name", ref, "sandbox name or id")->required();
+  exec_cmd->add_option("command", exec_command, "the command and its arguments, after --")->required();
+  exec_cmd->add_option("-e,--env", exec_env, "NAME=value added to the agent's environment (repeatable)");
+  exec_cmd->add_option("-w,--workdir", exec_workdir, "working directory inside the sandbox (default: the agent's)");
+  exec_cmd->add_option("--timeout", exec_timeout, "seconds before the command is killed (default: the gateway's, 300)")
+      ->check(CLI::PositiveNumber);
+  exec_cmd->add_flag("-i,--stdin", exec_stdin, "send this process's stdin (read to its end first) to the command");
+  exec_cmd->add_flag("--no-stream", exec_no_stream, "print the output once the command ended (default: as it arrives)");
+  exec_cmd->footer("Example: bulwark sandbox exec demo -- sh -c 'ls -l /sandbox'");
+  auto* upload = sandbox->add_subcommand("upload", "copy a local file or directory into a sandbox (as a tar)");
+  std::string local_path, remote_path;
+  upload->add_option("name", ref, "sandbox name or id")->required();
+  upload->add_option("local", local_path, "local file or directory")->required();
+  upload->add_option("remote", remote_path, "directory inside the sandbox it goes into (default: /sandbox)");
+  upload->footer("Example: bulwark sandbox upload demo ./src /sandbox   (creates /sandbox/src)");
+  auto* download = sandbox->add_subcommand("download", "copy a file or directory out of a sandbox");
+  download->add_option("name", ref, "sandbox name or id")->required();
+  download->add_option("remote", remote_path, "absolute path inside the sandbox")->required();
+  download->add_option("local", local_path, "local directory it goes into (default: .)");
+  download->footer("Example: bulwark sandbox download demo /sandbox/out ./results   (creates ./results/out)");
+  auto* connect = sandbox->add_subcommand("connect", "an interactive shell in a running sandbox (a terminal; exit ends it)");
+  std::vector<std::string> connect_command;
+  int connect_port = -1;
+  connect->add_option("name", ref, "sandbox name or id")->required();
+  connect->add_option("command", connect_command, "what to run instead of sh, after --");
+  connect->add_option("--connect-port", connect_port, "the gateway's connect listener port (default: the gateway's port + 1)")
+      ->check(CLI::Range(1, 65535));
+  connect->footer("Example: bulwark sandbox connect demo");
+
+  cli::TokenCommands tokens;
+  cli::add_token_commands(app, tokens);
+
+  auto* gateway_cmd = app.add_subcommand("gateway", "the gateway and what it runs on")->alias("gw");
+  gateway_cmd->require_subcommand(1);
+  gateway_cmd->fallthrough();
+  auto* gw_drivers = gateway_cmd->add_subcommand(
+      "drivers", "print the compute drivers a local gateway starts: --drivers, else BULWARK_DRIVERS, else detected "
+                 "(kubernetes, then podman, then docker; never vm)");
+  std::string drivers_flag;
+  gw_drivers->add_option("--drivers", drivers_flag, "comma-separated: docker, podman, kubernetes, vm");
+  gw_drivers->footer("Example: scripts/up starts $(bulwark gateway drivers); BULWARK_DRIVERS=docker,vm overrides");
 
   auto* health = app.add_subcommand("health", "check that the gateway answers");
   auto* status = app.add_subcommand("status", "the gateway, its services and drivers, and sandboxes by phase");
@@ -309,10 +390,29 @@ int main(int argc, char** argv) {
   }
 
   if (*validate) return validate_policy(validate_file);
+  if (*gw_drivers) {  // local: no gateway is called
+    try {
+      const char* env = std::getenv("BULWARK_DRIVERS");
+      auto choice = cli::select_drivers(drivers_flag, env ? env : "", cli::probe_host());
+      if (g.output == "json") {
+        std::cout << json{{"drivers", choice.drivers}, {"why", choice.why}}.dump(2) << "\n";
+      } else {
+        for (const auto& d : choice.drivers) std::cout << d << "\n";
+        if (isatty(STDERR_FILENO)) std::cerr << "(" << choice.why << ")\n";
+      }
+      return cli::kOk;
+    } catch (const CliError& e) {
+      std::cerr << "bulwark: " << e.message << "\n";
+      return e.exit_code;
+    }
+  }
 
   try {
-    GatewayClient gw(g.gateway);
-    if (*create) {
+    GatewayClient gw(g.gateway, cli::choose_token(g.token, g.token_file, [](const std::string& path) {
+                       return read_text("--token-file", path, "a token starts with bwk_");
+                     }));
+    if (cli::run_token_command(tokens, gw, g.output, std::cout, std::cerr)) {
+    } else if (*create) {
       json spec = json::object();
       if (!name.empty()) spec["name"] = name;
       if (!image.empty()) spec["image"] = image;
@@ -328,6 +428,22 @@ int main(int argc, char** argv) {
         spec["labels"][k] = v;
       }
       if (!sandbox_providers.empty()) spec["providers"] = sandbox_providers;
+      if (cpus > 0) spec["resources"]["cpus"] = cpus;
+      if (!memory.empty()) {
+        try {
+          spec["resources"]["memory_bytes"] = std::to_string(bulwark::parse_bytes(memory, "--memory"));
+        } catch (const bulwark::Error& e) {
+          throw CliError{cli::kUsage, e.what()};
+        }
+      }
+      if (pids) spec["resources"]["pids"] = pids;
+      if (gpus) spec["resources"]["gpus"] = gpus;
+      if (tty) spec["tty"] = true;
+      if (keep) spec["keep_after_exit"] = true;
+      for (const auto& l : driver_labels) {
+        auto [k, v] = cli::key_value("--driver-label", l);
+        spec["driver_selector"][k] = v;
+      }
       json s = gw.post("/v1/sandboxes", spec);
       if (!no_wait) {
         if (isatty(STDERR_FILENO)) std::cerr << "waiting for sandbox " << s.value("name", "") << " to be READY...\n";
@@ -358,6 +474,40 @@ int main(int argc, char** argv) {
       json s = gw.del(path_of(ref));
       if (del_wait) s = wait_for(gw, s["sandbox_id"], 60, [](const std::string& p) { return p == "DELETED"; });
       print(g, s);
+    } else if (*stop) {
+      print(g, gw.post(path_of(ref) + "/stop", json{{"grace_s", grace_s}}));
+    } else if (*start) {
+      json s = gw.post(path_of(ref) + "/start", json::object());
+      if (!no_wait) s = wait_for(gw, s["sandbox_id"], timeout_s, settled);
+      print(g, s);
+      if (s.value("phase", "") == "FAILED") {
+        std::cerr << "sandbox " << s.value("name", "") << " FAILED: " << s.value("reason", "") << "\n";
+        return cli::kSandboxFailed;
+      }
+    } else if (*connect) {
+      return cli::connect_terminal(g.gateway, connect_port,
+                                   cli::choose_token(g.token, g.token_file, [](const std::string& path) {
+                                     return read_text("--token-file", path, "a token starts with bwk_");
+                                   }),
+                                   ref, connect_command);
+    } else if (*exec_cmd || *upload || *download) {
+      cli::ExecClient ec(g.gateway, cli::choose_token(g.token, g.token_file, [](const std::string& path) {
+                           return read_text("--token-file", path, "a token starts with bwk_");
+                         }));
+      if (*exec_cmd) {
+        std::optional<std::string> in;
+        if (exec_stdin) in = std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+        return ec.exec(ref, cli::exec_body(exec_command, exec_env, exec_workdir, in, exec_timeout), !exec_no_stream, std::cout,
+                       std::cerr);
+      }
+      if (*upload) {
+        json r = ec.upload(ref, local_path, remote_path.empty() ? "/sandbox" : remote_path);
+        if (g.output == "json") std::cout << r.dump(2) << "\n";
+        else std::cerr << "uploaded " << local_path << " (" << r.value("bytes", 0) << " bytes of tar) into " << r.value("path", "") << "\n";
+      } else {
+        size_t n = ec.download(ref, remote_path, local_path.empty() ? "." : local_path);
+        std::cerr << "downloaded " << remote_path << " (" << n << " bytes of tar) into " << (local_path.empty() ? "." : local_path) << "\n";
+      }
     } else if (*logs) {
       json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail) +
                       (denials_only ? "&stream=denial" : inference_only ? "&stream=inference" : ""));

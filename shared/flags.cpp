@@ -44,6 +44,10 @@ Flags& Flags::seconds(const std::string& name, double* v, const std::string& hel
   app_->add_option("--" + name, *v, help + " (seconds)")->envname(env_name(name))->check(CLI::Range(min, max))->capture_default_str();
   return *this;
 }
+Flags& Flags::list(const std::string& name, std::vector<std::string>* v, const std::string& help) {
+  app_->add_option("--" + name, *v, help)->envname(env_name(name))->delimiter(',')->take_all();
+  return *this;
+}
 Flags& Flags::rest(const std::string& name, std::vector<std::string>* v, const std::string& help, bool required) {
   auto* o = app_->add_option(name, *v, help);
   if (required) o->required();

@@ -23,6 +23,8 @@ class Flags {
   Flags& integer(const std::string& name, int* v, const std::string& help, int min, int max);
   Flags& count(const std::string& name, uint32_t* v, const std::string& help, uint32_t min, uint32_t max);
   Flags& seconds(const std::string& name, double* v, const std::string& help, double min, double max);
+  // Repeatable (--name a --name b); the environment variable holds a comma-separated list.
+  Flags& list(const std::string& name, std::vector<std::string>* v, const std::string& help);
   // Everything after "--" (and other positional words).
   Flags& rest(const std::string& name, std::vector<std::string>* v, const std::string& help, bool required);
   // Returns -1 to go on, or the exit code to return (0 after --help/--version, 2 for bad flags).

@@ -47,6 +47,13 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
+std::unique_ptr<spdlog::formatter> json_log_formatter() {
+  auto f = std::make_unique<spdlog::pattern_formatter>();
+  f->add_flag<JsonMessageFlag>('*').set_pattern(
+      R"({"ts":"%Y-%m-%dT%H:%M:%S.%f%z","level":"%l","service":"%n","pid":%P,"msg":"%*"})");
+  return f;
+}
+
 LogFormat parse_log_format(const std::string& s) {
   if (s == "text") return LogFormat::kText;
   if (s == "json") return LogFormat::kJson;
@@ -65,10 +72,7 @@ void init_logging(const std::string& service, LogFormat format, const std::strin
                 "log_level");
   logger->set_level(lvl);
   if (format == LogFormat::kJson) {
-    auto f = std::make_unique<spdlog::pattern_formatter>();
-    f->add_flag<JsonMessageFlag>('*').set_pattern(
-        R"({"ts":"%Y-%m-%dT%H:%M:%S.%f%z","level":"%l","service":"%n","pid":%P,"msg":"%*"})");
-    logger->set_formatter(std::move(f));
+    logger->set_formatter(json_log_formatter());
   } else {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
   }

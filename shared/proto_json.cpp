@@ -49,6 +49,13 @@ void check_value(const json& v, const FieldDescriptor* f, const std::string& pat
     case FieldDescriptor::CPPTYPE_UINT64:
       if (!(v.is_number_integer() || v.is_number_unsigned() || v.is_string()))
         type_error(path, "an integer", v);
+      if (v.is_string()) {  // the JSON mapping's form for 64-bit integers: digits only
+        const auto& t = v.get_ref<const std::string&>();
+        bool is_signed = f->cpp_type() == FieldDescriptor::CPPTYPE_INT32 || f->cpp_type() == FieldDescriptor::CPPTYPE_INT64;
+        size_t start = is_signed && !t.empty() && t[0] == '-' ? 1 : 0;
+        bool digits = t.size() > start && t.find_first_not_of("0123456789", start) == std::string::npos;
+        if (!digits) throw Error(Code::kInvalidArgument, path + ": must be an integer, got '" + t + "'", path);
+      }
       return;
     case FieldDescriptor::CPPTYPE_FLOAT:
     case FieldDescriptor::CPPTYPE_DOUBLE:

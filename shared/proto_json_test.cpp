@@ -53,6 +53,17 @@ TEST_CASE("bad JSON bodies name the field at fault") {
 
   e = parse_error(R"({"name": )");
   CHECK(std::string(e.what()).find("malformed JSON") != std::string::npos);
+
+  // Integers may be strings of digits (the mapping's 64-bit form); anything else names the field.
+  v1::SandboxSpec ok;
+  json_to_message(R"({"resources": {"memory_bytes": "1048576", "pids": 64}})", &ok);
+  CHECK(ok.resources().memory_bytes() == 1048576);
+  e = parse_error(R"({"resources": {"memory_bytes": "lots"}})");
+  CHECK(e.field() == "resources.memory_bytes");
+  e = parse_error(R"({"resources": {"pids": "-5"}})");
+  CHECK(e.field() == "resources.pids");
+  e = parse_error(R"({"resources": {"cpus": "two"}})");
+  CHECK(e.field() == "resources.cpus");
 }
 
 TEST_CASE("messages print with proto field names and enum names") {

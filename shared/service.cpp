@@ -1,10 +1,14 @@
 #include "shared/service.h"
 
+#include <httplib.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <iostream>
+#include <optional>
+#include <thread>
 
 #include "bulwark/v1/common.pb.h"
 #include "shared/log.h"
@@ -20,17 +24,71 @@ void add_common_options(Flags& flags, CommonOptions& o) {
       .seconds("nats-connect-timeout", &o.nats_connect_timeout_s, "how long to keep retrying the first NATS connect", 0, 3600);
 }
 
+namespace {
+// /metrics, /readyz and /livez on a listener of their own, apart from any API port (and its
+// tokens): what a Prometheus scraper or a load balancer's probe reaches.
+class MetricsListener {
+ public:
+  MetricsListener(const std::string& listen, std::function<std::string()> not_ready) {
+    auto [host, port] = metrics::parse_listen(listen);
+    srv_.set_tcp_nodelay(true);
+    // Scrapes are rare and cheap: two threads, not httplib's default of at least eight. httplib
+    // owns (and deletes) the queue it gets from this factory.
+    srv_.new_task_queue = [] { return new httplib::ThreadPool(2); };
+    srv_.Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics::registry().render(), metrics::kContentType);
+    });
+    srv_.Get("/readyz", [not_ready = std::move(not_ready)](const httplib::Request&, httplib::Response& res) {
+      std::string why = not_ready();
+      if (why.empty()) {
+        res.set_content("ready\n", "text/plain");
+      } else {
+        res.status = 503;
+        res.set_content("not ready\n" + why, "text/plain");
+      }
+    });
+    srv_.Get("/livez", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+    if (!srv_.bind_to_port(host, port))
+      throw Error(Code::kUnavailable,
+                  "cannot listen on " + listen + " for metrics (in use? set --metrics-listen or BULWARK_METRICS_LISTEN)",
+                  "metrics-listen");
+    thread_ = std::thread([this] {
+      srv_.listen_after_bind();
+      done_ = true;
+    });
+    spdlog::info("metrics on http://{}/metrics (also /readyz, /livez)", listen);
+  }
+  ~MetricsListener() {
+    // stop() does nothing until listen_after_bind has begun: wait for that (or for its end).
+    while (!srv_.is_running() && !done_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    srv_.stop();
+    thread_.join();
+  }
+  MetricsListener(const MetricsListener&) = delete;
+  MetricsListener& operator=(const MetricsListener&) = delete;
+
+ private:
+  httplib::Server srv_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+}  // namespace
+
 Service::Service(std::string name)
     : name_(std::move(name)),
       instance_id_(name_ + "-" + random_hex(4)),
       flags_("bulwark-" + name_, "Bulwark " + name_ + " (flags also read from BULWARK_* environment variables)") {
   add_common_options(flags_, common_);
+  // Daemons only: the supervisor shares the other common flags but lives in a sandbox, without a listener.
+  flags_.text("metrics-listen", &common_.metrics_listen,
+              "HOST:PORT serving Prometheus /metrics, /readyz and /livez without a token (bind a private address; default: off)");
 }
 
 int Service::run(int argc, char** argv, const std::function<std::unique_ptr<Component>(Bus&)>& make) {
   if (int rc = flags_.parse(argc, argv); rc >= 0) return rc;
   try {
     init_logging(name_, parse_log_format(common_.log_format), common_.log_level);
+    if (!common_.metrics_listen.empty()) metrics::parse_listen(common_.metrics_listen);  // a bad value is a flag error
   } catch (const Error& e) {
     std::cerr << "bulwark-" << name_ << ": " << e.what() << "\n";
     return 2;
@@ -45,10 +103,31 @@ int Service::run(int argc, char** argv, const std::function<std::unique_ptr<Comp
   signal(SIGPIPE, SIG_IGN);
 
   auto started = std::chrono::steady_clock::now();
+  process_metrics_ = metrics::register_process_metrics(metrics::registry(), name_, kVersion);
+  auto& nats_up = metrics::registry().gauge("bulwark_nats_connected", "1 while the NATS connection is up.").get();
+  nats_metric_ = metrics::registry().add_collector([this, &nats_up] {
+    std::lock_guard lock(live_mu_);
+    nats_up.set(bus_ && bus_->connected() ? 1 : 0);
+  });
   try {
-    auto bus = Bus::connect({common_.nats_url, "bulwark-" + name_,
-                             std::chrono::milliseconds(static_cast<int64_t>(common_.nats_connect_timeout_s * 1000))});
-    auto component = make(*bus);
+    // Declared before the listener, so that on every way out it stops before what it looks at goes.
+    std::unique_ptr<Bus> bus;
+    std::unique_ptr<Component> component;
+    // Up before NATS, so /livez answers and /readyz says why not while the first connect retries.
+    std::optional<MetricsListener> listener;
+    if (!common_.metrics_listen.empty()) listener.emplace(common_.metrics_listen, [this] { return not_ready(); });
+    bus = Bus::connect({common_.nats_url, "bulwark-" + name_,
+                        std::chrono::milliseconds(static_cast<int64_t>(common_.nats_connect_timeout_s * 1000))});
+    {
+      std::lock_guard lock(live_mu_);
+      bus_ = bus.get();
+    }
+    component = make(*bus);
+    {
+      std::lock_guard lock(live_mu_);
+      component_ = component.get();
+      phase_.clear();
+    }
     // Health answers only once the component is up, so "healthy" means "ready to work".
     auto health = bus->serve<v1::HealthRequest, v1::HealthReply>(
         subjects::health(name_), "", [&](const v1::HealthRequest&) {
@@ -65,39 +144,48 @@ int Service::run(int argc, char** argv, const std::function<std::unique_ptr<Comp
     int sig = 0;
     sigwait(&stop_signals, &sig);
     spdlog::info("received {}, stopping", strsignal(sig));
+    {
+      std::lock_guard lock(live_mu_);
+      phase_ = "stopping";
+    }
     if (component) component->stop();
     bus->drain();
+    listener.reset();
+    {
+      std::lock_guard lock(live_mu_);
+      bus_ = nullptr;
+      component_ = nullptr;
+    }
     component.reset();
     spdlog::info("stopped");
     return 0;
   } catch (const std::exception& e) {
+    {
+      std::lock_guard lock(live_mu_);
+      bus_ = nullptr;
+      component_ = nullptr;
+    }
     spdlog::critical("cannot start: {}", e.what());
     return 1;
   }
 }
 
-NotImplemented::NotImplemented(Bus& bus, const std::vector<std::string>& subjects, const std::string& queue,
-                               const std::string& what) {
-  for (const auto& s : subjects) {
-    auto h = [&bus, s, what](Msg& m) {
-      bus.respond_error(m, Error(Code::kUnimplemented, s + " is not implemented yet: " + what));
-    };
-    subs_.push_back(queue.empty() ? bus.subscribe(s, h) : bus.queue_subscribe(s, queue, h));
+std::string Service::not_ready() {
+  std::string why;
+  {
+    std::lock_guard lock(live_mu_);
+    if (!phase_.empty()) return "service: " + phase_ + "\n";
+    if (!bus_ || !bus_->connected()) why += "nats: not connected to " + common_.nats_url + "\n";
+    if (component_) {
+      try {
+        if (std::string c = component_->not_ready(); !c.empty()) why += name_ + ": " + c + "\n";
+      } catch (const std::exception& e) {
+        why += name_ + ": " + e.what() + "\n";
+      }
+    }
   }
+  return why + readiness_.failures();
 }
 
 }  // namespace bulwark
 
-namespace bulwark {
-int run_pending_driver(int argc, char** argv, const std::string& kind, const std::string& what) {
-  Service svc("driver-" + kind);
-  std::string driver_id = kind + "-" + hostname();
-  svc.flags().text("driver-id", &driver_id, "this driver's id (a NATS subject token)");
-  return svc.run(argc, argv, [&](Bus& bus) {
-    for (char& c : driver_id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (!is_subject_token(driver_id))
-      throw Error(Code::kInvalidArgument, "--driver-id '" + driver_id + "' may hold only a-z, 0-9, '-' and '_'", "driver_id");
-    return std::make_unique<NotImplemented>(bus, std::vector<std::string>{"bulwark.driver." + driver_id + ".>"}, "", what);
-  });
-}
-}  // namespace bulwark

@@ -13,7 +13,7 @@ inline constexpr const char* kSandboxStream = "BULWARK_SANDBOX";
 inline constexpr const char* kSandboxAll = "bulwark.sandbox.>";
 
 inline std::string driver_op(const std::string& driver_id, const std::string& op) {
-  return "bulwark.driver." + driver_id + "." + op;  // op: create, delete, get, list
+  return "bulwark.driver." + driver_id + "." + op;  // op: capabilities, validate, create, get, list, stop, start, delete
 }
 inline std::string sandbox_state(const std::string& sandbox_id) {
   return "bulwark.sandbox." + sandbox_id + ".state";
@@ -60,6 +60,18 @@ inline constexpr const char* kInferenceGlobalKey = "global";
 inline std::string inference_call(const std::string& sandbox_id) { return "bulwark.inference.call." + sandbox_id; }
 inline std::string inference_routes_key(const std::string& sandbox_id) {
   return sandbox_id.empty() ? std::string(kInferenceGlobalKey) : "sandbox." + sandbox_id;
+}
+
+// exec, file transfer and connect into a running sandbox (docs/exec.md). Outside bulwark.sandbox.>
+// on purpose: that is captured by a JetStream stream. The supervisor of <sandbox_id> subscribes to
+// exec_all(<sandbox_id>); an ExecRequest goes to exec_start (with a reply inbox for ExecFrames),
+// its ExecInput to exec_input.
+inline std::string exec_all(const std::string& sandbox_id) { return "bulwark.exec." + sandbox_id + ".>"; }
+inline std::string exec_start(const std::string& sandbox_id, const std::string& exec_id) {
+  return "bulwark.exec." + sandbox_id + "." + exec_id;
+}
+inline std::string exec_input(const std::string& sandbox_id, const std::string& exec_id) {
+  return "bulwark.exec." + sandbox_id + "." + exec_id + ".in";
 }
 
 }  // namespace bulwark::subjects

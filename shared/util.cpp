@@ -1,5 +1,13 @@
 #include "shared/util.h"
 
+#include <climits>
+
+#include <cstdint>
+
+#include <cctype>
+
+#include <map>
+
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -71,6 +79,22 @@ TempDir::TempDir(const std::string& prefix, const std::string& base) {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+int64_t parse_bytes(const std::string& text, const std::string& field) {
+  if (text.empty()) return 0;
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  std::string unit = text.substr(digits);
+  for (char& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (!unit.empty() && unit.back() == 'b') unit.pop_back();  // "512mb" as "512m"
+  static const std::map<std::string, int> shift = {{"", 0}, {"k", 10}, {"m", 20}, {"g", 30}, {"t", 40}};
+  auto it = shift.find(unit);
+  if (digits == 0 || digits > 15 || it == shift.end())
+    throw Error(Code::kInvalidArgument, field + ": '" + text + "' is not a size such as 512m, 2g or 1048576", field);
+  int64_t n = std::stoll(text.substr(0, digits));
+  if (n > (INT64_MAX >> it->second)) throw Error(Code::kInvalidArgument, field + ": '" + text + "' is too large", field);
+  return n << it->second;
 }
 
 }  // namespace bulwark

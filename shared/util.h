@@ -33,4 +33,8 @@ class TempDir {
   std::string path_;
 };
 
+// "0" or "" -> 0; "512m", "2g", "1048576", "64k" (binary units) -> bytes. Throws Error
+// (invalid_argument, field) on anything else.
+int64_t parse_bytes(const std::string& text, const std::string& field);
+
 }  // namespace bulwark

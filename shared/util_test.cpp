@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include "shared/error.h"
 #include "shared/util.h"
 
 using namespace bulwark;
@@ -20,4 +21,24 @@ TEST_CASE("subject tokens and DNS labels reject what would break a subject or a 
   CHECK_FALSE(is_dns_label("-x"));
   CHECK_FALSE(is_dns_label("UPPER"));
   CHECK_FALSE(is_dns_label(std::string(64, 'a')));
+}
+
+TEST_CASE("parse_bytes: sizes with binary units; anything else names the field") {
+  CHECK(parse_bytes("", "memory_limit") == 0);
+  CHECK(parse_bytes("0", "memory_limit") == 0);
+  CHECK(parse_bytes("1048576", "memory_limit") == 1048576);
+  CHECK(parse_bytes("64k", "memory_limit") == 64 * 1024);
+  CHECK(parse_bytes("512m", "memory_limit") == 512ll << 20);
+  CHECK(parse_bytes("512MB", "memory_limit") == 512ll << 20);
+  CHECK(parse_bytes("2g", "memory_limit") == 2ll << 30);
+  for (const char* bad : {"m", "1.5g", "-1", "12x", "99999999999999999999"}) {
+    CAPTURE(bad);
+    try {
+      parse_bytes(bad, "memory_limit");
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::kInvalidArgument);
+      CHECK(e.field() == "memory_limit");
+    }
+  }
 }

@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -18,6 +19,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <sstream>
 
 #include "shared/error.h"
@@ -26,6 +29,7 @@
 #include "supervisor/identity.h"
 #include "supervisor/landlock.h"
 #include "supervisor/mounts.h"
+#include "supervisor/exec_control.h"
 #include "supervisor/seccomp.h"
 
 namespace bulwark::supervisor {
@@ -124,54 +128,215 @@ class EventOut {
   int sent_ = 0, dropped_ = 0;
 };
 
+// What init keeps while it runs: the agent, the exec children and every seccomp listener.
+struct InitState {
+  pid_t agent = -1;
+  bool agent_alive = true;
+  int agent_code = 0;
+  bool keep_after_exit = false;
+  int control = -1;  // the exec control channel; -1 once the supervisor closed it
+  std::vector<std::string> env;  // the agent's environment, the base of every exec's
+  std::string workdir;
+  std::map<pid_t, uint64_t> execs;  // exec child -> its id
+  std::vector<std::unique_ptr<SeccompListener>> listeners;
+};
+
+void control_send(InitState& st, const std::vector<std::string>& fields) {
+  if (st.control < 0) return;
+  try {
+    send_packet(st.control, join_fields(fields));
+  } catch (const std::exception&) {
+    st.control = -1;  // the supervisor is gone: PDEATHSIG ends us shortly
+  }
+}
+
+// Forks one exec child the way the agent was forked: same confinement (inherited), its own
+// session (and a controlling terminal when it has a tty), the same seccomp filter with its
+// listener handed to init. Its failures before exec go to its stderr, as a shell's would.
+void spawn_exec(InitState& st, const SpawnRequest& r, std::vector<Fd>& fds, EventOut& events) {
+  if (fds.size() != (r.tty ? 1u : 3u)) {
+    events.line("exec: spawn request with " + std::to_string(fds.size()) + " descriptors, ignored");
+    control_send(st, {"exited", std::to_string(r.id), "126"});
+    return;
+  }
+  auto env = merge_env(st.env, r.env);
+  std::vector<char*> argv, envp;
+  for (const auto& a : r.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const std::string& workdir = r.workdir.empty() ? st.workdir : r.workdir;
+  int lsock[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lsock) != 0) {
+    events.line(errno_text("exec: socketpair", errno));
+    control_send(st, {"exited", std::to_string(r.id), "126"});
+    return;
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (r.tty) {
+      int t = fds[0].get();
+      (void)::ioctl(t, TIOCSCTTY, 0);
+      ::dup2(t, 0);
+      ::dup2(t, 1);
+      ::dup2(t, 2);
+    } else {
+      ::dup2(fds[0].get(), 0);
+      ::dup2(fds[1].get(), 1);
+      ::dup2(fds[2].get(), 2);
+    }
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    if (::chdir(workdir.c_str()) != 0) {
+      if (!r.workdir.empty()) {
+        ::dprintf(2, "bulwark exec: cannot enter workdir %s: %s\n", workdir.c_str(), std::strerror(errno));
+        ::_exit(126);
+      }
+      (void)!::chdir("/");
+    }
+    try {
+      ::close(lsock[0]);
+      Fd listener = seccomp_apply(SeccompOptions{.notify = true});
+      send_fd(lsock[1], listener.get());
+    } catch (const std::exception& e) {
+      ::dprintf(2, "bulwark exec: seccomp: %s\n", e.what());
+      ::_exit(126);
+    }
+    ::close(lsock[1]);
+    for (const auto& e : env)
+      if (e.rfind("PATH=", 0) == 0) ::setenv("PATH", e.c_str() + 5, 1);
+    ::execvpe(argv[0], argv.data(), envp.data());
+    int e = errno;
+    ::dprintf(2, "bulwark exec: cannot run '%s': %s\n", argv[0], std::strerror(e));
+    // As a shell: 127 when nothing runnable was found on the PATH (a PATH directory Landlock
+    // hides gives EACCES there), 126 when a file was found but cannot run.
+    bool searched = std::strchr(argv[0], '/') == nullptr;
+    ::_exit(e == ENOENT || (searched && e == EACCES) ? 127 : 126);
+  }
+  ::close(lsock[1]);
+  fds.clear();  // only the child holds them now: EOF reaches the supervisor when it ends
+  if (pid < 0) {
+    events.line(errno_text("exec: fork", errno));
+    ::close(lsock[0]);
+    control_send(st, {"exited", std::to_string(r.id), "126"});
+    return;
+  }
+  st.execs[pid] = r.id;
+  control_send(st, {"started", std::to_string(r.id), std::to_string(pid)});
+  try {
+    st.listeners.push_back(std::make_unique<SeccompListener>(receive_fd(lsock[0])));
+  } catch (const std::exception&) {
+    // It failed before loading its filter and said why on its stderr.
+  }
+  ::close(lsock[0]);
+}
+
+void on_control(InitState& st, EventOut& events) {
+  std::vector<Fd> fds;
+  std::string packet;
+  try {
+    packet = recv_packet(st.control, &fds);
+  } catch (const std::exception& e) {
+    events.line(std::string("exec control: ") + e.what());
+    return;
+  }
+  if (packet.empty()) {
+    st.control = -1;
+    return;
+  }
+  try {
+    auto f = split_fields(packet);
+    if (f[0] == "spawn") {
+      spawn_exec(st, decode_spawn(f), fds, events);
+    } else if (f[0] == "kill" && f.size() == 3) {
+      uint64_t id = parse_u64(f[1], "id");
+      int sig = static_cast<int>(parse_u64(f[2], "signal"));
+      for (const auto& [pid, eid] : st.execs)
+        if (eid == id) ::kill(-pid, sig);
+    } else {
+      events.line("exec control: unknown request '" + f[0] + "'");
+    }
+  } catch (const std::exception& e) {
+    events.line(std::string("exec control: ") + e.what());
+  }
+}
+
 // pid 1 of the agent's PID namespace: reaps everything, relays the supervisor's signals to the
-// agent's process group, answers the agent's denied system calls (seccomp listener) and exits
-// with the agent's code (which ends the whole namespace).
-[[noreturn]] void init_loop(pid_t agent, std::optional<SeccompListener>& seccomp, EventOut& events) {
+// agent's process group, answers the denied system calls of the agent and its exec children
+// (seccomp listeners), forks exec children on request, and exits with the agent's code (which
+// ends the whole namespace) - or, with keep_after_exit, reports that code and stays until told
+// to stop.
+[[noreturn]] void init_loop(InitState& st, EventOut& events) {
   sigset_t set;
   sigemptyset(&set);
   for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
   Fd sigfd(::signalfd(-1, &set, SFD_CLOEXEC));
   if (!sigfd) ::_exit(126);
   int failures = 0;
+  std::vector<pollfd> fds;
   for (;;) {
-    pollfd fds[2] = {{sigfd.get(), POLLIN, 0}, {seccomp ? seccomp->fd() : -1, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) continue;
-    if (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-      seccomp.reset();  // every task with the filter is gone
-    } else if (fds[1].revents & POLLIN) {
-      try {
-        if (auto d = seccomp->answer_one()) events.line("denied: " + d->to_string());
-        failures = 0;
-      } catch (const std::exception& e) {
-        // One failure is a caller's race; only a listener that keeps failing is given up (its
-        // callers then get ENOSYS), so that init does not spin.
-        events.line(std::string("seccomp listener: ") + e.what());
-        if (++failures >= 100) {
-          events.line("seccomp listener failed 100 times in a row: denied calls now fail with ENOSYS");
-          seccomp.reset();
+    fds.clear();
+    fds.push_back({sigfd.get(), POLLIN, 0});
+    fds.push_back({st.control, POLLIN, 0});
+    for (const auto& l : st.listeners) fds.push_back({l->fd(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) continue;
+    // Listeners first, then the control channel: both may change st.listeners.
+    std::vector<SeccompListener*> gone;
+    for (size_t i = 2; i < fds.size(); ++i) {
+      SeccompListener* l = st.listeners[i - 2].get();
+      if (fds[i].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+        gone.push_back(l);  // every task with that filter is gone
+      } else if (fds[i].revents & POLLIN) {
+        try {
+          if (auto d = l->answer_one()) events.line("denied: " + d->to_string());
+          failures = 0;
+        } catch (const std::exception& e) {
+          // One failure is a caller's race; only a listener that keeps failing is given up (its
+          // callers then get ENOSYS), so that init does not spin.
+          events.line(std::string("seccomp listener: ") + e.what());
+          if (++failures >= 100) {
+            events.line("seccomp listener failed 100 times in a row: denied calls now fail with ENOSYS");
+            gone.push_back(l);
+            failures = 0;
+          }
         }
       }
     }
+    std::erase_if(st.listeners, [&](const auto& l) { return std::find(gone.begin(), gone.end(), l.get()) != gone.end(); });
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) on_control(st, events);
     if (!(fds[0].revents & POLLIN)) continue;
     signalfd_siginfo info;
     if (::read(sigfd.get(), &info, sizeof info) != sizeof info) continue;
     int sig = static_cast<int>(info.ssi_signo);
     if (sig != SIGCHLD) {
-      ::kill(-agent, sig);
+      // A stop (the sandbox is deleted) while the agent still runs: once it ends, init ends too.
+      if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT) st.keep_after_exit = false;
+      if (st.agent_alive) ::kill(-st.agent, sig);
+      else if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT) ::_exit(st.agent_code);  // deleted
       continue;
     }
     for (;;) {
-      int st = 0;
-      pid_t p = ::waitpid(-1, &st, WNOHANG);
+      int status = 0;
+      pid_t p = ::waitpid(-1, &status, WNOHANG);
       if (p <= 0) break;
-      if (p == agent) ::_exit(exit_code_of(st));
+      if (p == st.agent && st.agent_alive) {
+        if (!st.keep_after_exit) ::_exit(exit_code_of(status));
+        st.agent_alive = false;
+        st.agent_code = exit_code_of(status);
+        control_send(st, {"agent", std::to_string(st.agent_code)});
+      } else if (auto it = st.execs.find(p); it != st.execs.end()) {
+        control_send(st, {"exited", std::to_string(it->second), std::to_string(exit_code_of(status))});
+        st.execs.erase(it);
+      }
     }
   }
 }
 
 [[noreturn]] void agent_init(const ContainOptions& o, const VethPlan& veth, const std::string& audit_tag, int go_fd,
-                             int report_fd, int out_fd, int err_fd, int events_fd) {
+                             int report_fd, int out_fd, int err_fd, int events_fd, int control_fd) {
   char go = 0;
   if (::read(go_fd, &go, 1) != 1) ::_exit(125);  // the supervisor went away before releasing us
   // After the go byte, maybe a new environment for the agent: NUL-terminated "K=V" entries up to EOF.
@@ -308,15 +473,20 @@ class EventOut {
   ::close(out_fd);
   ::close(err_fd);
   ::close(listener_sock[1]);
-  std::optional<SeccompListener> seccomp;
+  InitState st;
+  st.agent = agent;
+  st.keep_after_exit = o.keep_after_exit;
+  st.control = control_fd;
+  st.env = agent_env;
+  st.workdir = o.workdir;
   try {
-    seccomp.emplace(receive_fd(listener_sock[0]));
+    st.listeners.push_back(std::make_unique<SeccompListener>(receive_fd(listener_sock[0])));
   } catch (const std::exception&) {
     // The agent failed before loading its filter and says why on the report pipe; just reap it.
   }
   ::close(listener_sock[0]);
   EventOut events(events_fd);
-  init_loop(agent, seccomp, events);
+  init_loop(st, events);
 }
 
 void make_pipe(int fds[2], int flags = O_CLOEXEC) {
@@ -329,7 +499,10 @@ AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std:
   veth_ = plan_veth(o_.sandbox_id);
   o_.env = with_proxy_env(std::move(o_.env), proxy_url());
   audit_tag_ = "bw-" + random_hex(6);  // 15 characters: the most a comm holds
-  int go[2], report[2], out[2], err[2], events[2];
+  int go[2], report[2], out[2], err[2], events[2], control[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) != 0)
+    throw Error(Code::kInternal, errno_text("socketpair for the exec control channel", errno));
+  control_.reset(control[0]);
   make_pipe(go);
   make_pipe(report);
   make_pipe(out);
@@ -340,7 +513,7 @@ AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std:
                        nullptr, nullptr, nullptr, nullptr);
   if (pid < 0) {
     int e = errno;
-    for (int fd : {go[0], go[1], report[0], report[1], out[0], out[1], err[0], err[1], events[0], events[1]}) ::close(fd);
+    for (int fd : {go[0], go[1], report[0], report[1], out[0], out[1], err[0], err[1], events[0], events[1], control[1]}) ::close(fd);
     throw Error(Code::kInternal, errno_text("clone the agent into new namespaces (needs CAP_SYS_ADMIN)", e));
   }
   if (pid == 0) {
@@ -349,8 +522,9 @@ AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std:
     ::close(out[0]);
     ::close(err[0]);
     ::close(events[0]);
+    control_.reset();
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // no agent outlives its supervisor
-    agent_init(o_, veth_, audit_tag_, go[0], report[1], out[1], err[1], events[1]);
+    agent_init(o_, veth_, audit_tag_, go[0], report[1], out[1], err[1], events[1], control[1]);
   }
   pid_ = static_cast<pid_t>(pid);
   ::close(go[0]);
@@ -358,6 +532,7 @@ AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std:
   ::close(out[1]);
   ::close(err[1]);
   ::close(events[1]);
+  ::close(control[1]);
   // The supervisor reads it blocking, in a thread of its own.
   ::fcntl(events[0], F_SETFL, ::fcntl(events[0], F_GETFL) & ~O_NONBLOCK);
   events_.reset(events[0]);

@@ -16,6 +16,9 @@
 //    9. fork the agent; it loads seccomp (denials go to a listener it hands to init) and execs
 //       the command; init stays as its reaper, relays signals and answers the listener
 //       (seccomp.cpp): init itself has no filter, so it can read a caller's clone3 arguments
+//   10. on request over the control channel (exec_control.h), init forks more commands (exec,
+//       file transfer, connect) the way it forked the agent: they inherit everything above and
+//       load the same seccomp filter, whose listener init answers too
 //
 // A step that fails aborts the sandbox with "step: what failed: errno text"; nothing is skipped
 // silently (best_effort Landlock reports what it could not enforce as notes).
@@ -50,6 +53,9 @@ struct ContainOptions {
   // over the agent's /etc/resolv.conf (it names the supervisor's DNS responder).
   bool transparent = false;
   std::string resolv_conf;
+  // spec.keep_after_exit: when the agent ends, init stays (reporting "agent CODE" on the control
+  // channel) so exec and download still work until the sandbox is deleted (SIGTERM to init).
+  bool keep_after_exit = false;
 };
 
 struct ContainReport {
@@ -89,6 +95,8 @@ class AgentLauncher {
   Fd take_stderr() { return std::move(err_); }
   // Denials init saw (seccomp), one line each; EOF when the sandbox ends.
   Fd take_events() { return std::move(events_); }
+  // The exec control channel to init (exec_control.h): spawn confined commands, learn exit codes.
+  Fd take_control() { return std::move(control_); }
   // The comm of the process that made the agent's Landlock domain, as the kernel's audit records
   // of the domain show it ("bw-" + 12 hex digits).
   const std::string& audit_tag() const { return audit_tag_; }
@@ -98,7 +106,7 @@ class AgentLauncher {
   VethPlan veth_;
   pid_t pid_ = -1;
   bool network_up_ = false;
-  Fd go_, report_, out_, err_, events_;
+  Fd go_, report_, out_, err_, events_, control_;
   std::string audit_tag_;
   std::chrono::steady_clock::time_point started_;
 };

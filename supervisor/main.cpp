@@ -30,6 +30,7 @@
 #include "supervisor/agent.h"
 #include "supervisor/contain.h"
 #include "supervisor/dns_server.h"
+#include "supervisor/exec.h"
 #include <fstream>
 #include "supervisor/inference_client.h"
 #include "supervisor/policy_follower.h"
@@ -129,6 +130,7 @@ int main(int argc, char** argv) {
   std::string sandbox_id, policy_file, upstream_ca;
   std::string standalone = "false";
   std::string transparent_egress = "false";
+  std::string keep_after_exit = "false";
   std::string provider_env_flag = "auto";
   double inference_first_frame_s = 310, inference_idle_s = 130;
   int inference_max_request = static_cast<int>(bulwark::proxy::kDefaultInferenceMaxRequestBytes);
@@ -140,6 +142,10 @@ int main(int argc, char** argv) {
       .choice("transparent-egress", &transparent_egress,
               "police clients that ignore the proxy settings too: the agent's TCP to any address is redirected to "
               "the proxy, and its DNS is answered from the policy (docs/proxy.md)",
+              {"true", "false"})
+      .choice("keep-after-exit", &keep_after_exit,
+              "spec.keep_after_exit: when the agent ends, report its exit code but keep the sandbox running for "
+              "exec and file transfer until it is deleted (SIGTERM)",
               {"true", "false"})
       .choice("provider-env", &provider_env_flag,
               "the agent's provider environment from gateway-api at launch: auto (if there is one), required (fail "
@@ -162,6 +168,7 @@ int main(int argc, char** argv) {
   if (int rc = flags.parse(static_cast<int>(args.size()), args.data()); rc >= 0) return rc;
   const bool standalone_flag = standalone == "true";
   const bool transparent = transparent_egress == "true";
+  const bool keep = keep_after_exit == "true" && !standalone_flag;  // nothing could exec into a standalone one
   if (standalone_flag && sandbox_id.empty()) sandbox_id = "standalone-" + bulwark::random_hex(4);
   if (!bulwark::is_subject_token(sandbox_id)) {
     std::cerr << "bulwark-supervisor: --sandbox-id (BULWARK_SANDBOX_ID) must be set to a valid sandbox id\n";
@@ -228,6 +235,7 @@ int main(int argc, char** argv) {
   try {
     bulwark::supervisor::ContainOptions co{sandbox_id, command, agent_env, policy};
     co.extra_read_only = extra_read_only;
+    co.keep_after_exit = keep;
     if (transparent) {
       net_dir = std::make_unique<bulwark::TempDir>("bulwark-net");
       ::chmod(net_dir->path().c_str(), 0755);
@@ -410,6 +418,29 @@ int main(int argc, char** argv) {
   for (const auto& n : report.notes) spdlog::warn("{}", n);
   spdlog::info("sandbox {}: confined in {:.1f} ms (Landlock ABI {}); running {}", sandbox_id, report.setup_ms,
                report.landlock_abi, command.front());
+  // exec, file transfer and connect (docs/exec.md): commands init forks on request; listening
+  // before the check-in, since READY tells clients they may exec. With
+  // keep_after_exit the agent's end arrives here, and the sandbox stays until it is deleted.
+  std::atomic<bool> agent_reported{false};
+  std::unique_ptr<bulwark::supervisor::ExecServer> exec;
+  try {
+    exec = std::make_unique<bulwark::supervisor::ExecServer>(
+        launcher->take_control(), bulwark::supervisor::ExecServer::Options{.sandbox_id = sandbox_id},
+        [&sandbox_id, &agent_reported, s = session.get()](int code) {
+          spdlog::info("sandbox {}: agent exited with code {}; kept for exec until deleted", sandbox_id, code);
+          if (!s) return;
+          try {
+            s->agent_exited(code);
+            agent_reported = true;
+          } catch (const std::exception& e) {
+            spdlog::error("could not report the exit code: {}", e.what());
+          }
+        });
+    if (session) exec->serve(session->bus());
+  } catch (const std::exception& e) {
+    notice(session.get(), std::string("exec into this sandbox is unavailable: ") + e.what());
+  }
+
   if (session) {
     try {
       session->check_in(report);
@@ -453,6 +484,7 @@ int main(int argc, char** argv) {
   out.join();
   err.join();
   events.join();  // init is gone, so its end of the pipe is closed
+  exec.reset();  // init is gone: every exec ended with it
   follower.reset();
   denials.reset();
   landlock_log.reset();
@@ -463,7 +495,7 @@ int main(int argc, char** argv) {
   spdlog::info("sandbox {}: agent exited with code {}", sandbox_id, code);
   if (session) {
     try {
-      session->agent_exited(code);
+      if (!agent_reported) session->agent_exited(code);
       session->close();
     } catch (const std::exception& e) {
       spdlog::error("could not report the exit code: {}", e.what());

@@ -41,6 +41,8 @@ nlohmann::json container_body(const std::string& sandbox_id, const v1::SandboxSp
   // Providers attached: the agent must not start without their environment, which the supervisor
   // fetches from gateway-api itself. Their values never pass through here (nor docker's records).
   if (spec.providers_size() > 0) cmd = {"--provider-env", "required"};
+  // The sandbox outlives its agent (exec, download) until deleted.
+  if (spec.keep_after_exit()) cmd.push_back("--keep-after-exit=true");
   cmd.push_back("--");
   for (const auto& a : spec.command()) cmd.push_back(a);
 
@@ -82,14 +84,24 @@ nlohmann::json container_body(const std::string& sandbox_id, const v1::SandboxSp
       {"AutoRemove", false},
       {"Privileged", false},
   };
-  if (c.memory_bytes > 0) {
-    host["Memory"] = c.memory_bytes;
-    host["MemorySwap"] = c.memory_bytes;  // the same: no swap beyond the limit
+  // The sandbox's own resources win over the driver's defaults.
+  const auto& res = spec.resources();
+  int64_t memory = res.memory_bytes() ? static_cast<int64_t>(res.memory_bytes()) : c.memory_bytes;
+  int64_t nano_cpus = res.cpus() > 0 ? static_cast<int64_t>(res.cpus() * 1e9) : c.nano_cpus;
+  int gpus = res.gpus() ? static_cast<int>(res.gpus()) : c.gpus;
+  if (res.cpus() < 0 || (res.cpus() > 0 && nano_cpus < 1000000))
+    throw Error(Code::kInvalidArgument, "resources.cpus must be 0.001 or more", "resources.cpus");
+  if (memory > 0 && memory < 6 * 1024 * 1024)  // dockerd's floor
+    throw Error(Code::kInvalidArgument, "resources.memory_bytes must be at least 6 MiB for docker", "resources.memory_bytes");
+  if (res.pids()) host["PidsLimit"] = res.pids();
+  if (memory > 0) {
+    host["Memory"] = memory;
+    host["MemorySwap"] = memory;  // the same: no swap beyond the limit
   }
-  if (c.nano_cpus > 0) host["NanoCpus"] = c.nano_cpus;
-  if (c.gpus > 0)
+  if (nano_cpus > 0) host["NanoCpus"] = nano_cpus;
+  if (gpus > 0)
     host["DeviceRequests"] = nlohmann::json::array({{{"Driver", "nvidia"},
-                                                     {"Count", c.gpus},
+                                                     {"Count", gpus},
                                                      // OR of ANDs: any device that has "gpu"
                                                      {"Capabilities", nlohmann::json::array({{"gpu"}})}}});
 
@@ -126,22 +138,6 @@ std::pair<std::string, std::string> split_image(const std::string& image) {
   auto colon = image.rfind(':');
   if (colon == std::string::npos || (slash != std::string::npos && colon < slash)) return {image, "latest"};
   return {image.substr(0, colon), image.substr(colon + 1)};
-}
-
-int64_t parse_bytes(const std::string& text, const std::string& field) {
-  if (text.empty()) return 0;
-  size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
-  std::string unit = text.substr(digits);
-  for (char& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (!unit.empty() && unit.back() == 'b') unit.pop_back();  // "512mb" as "512m"
-  static const std::map<std::string, int> shift = {{"", 0}, {"k", 10}, {"m", 20}, {"g", 30}, {"t", 40}};
-  auto it = shift.find(unit);
-  if (digits == 0 || digits > 15 || it == shift.end())
-    throw Error(Code::kInvalidArgument, field + ": '" + text + "' is not a size such as 512m, 2g or 1048576", field);
-  int64_t n = std::stoll(text.substr(0, digits));
-  if (n > (INT64_MAX >> it->second)) throw Error(Code::kInvalidArgument, field + ": '" + text + "' is too large", field);
-  return n << it->second;
 }
 
 int64_t parse_cpus(const std::string& text, const std::string& field) {

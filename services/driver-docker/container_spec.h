@@ -44,9 +44,6 @@ nlohmann::json network_body(const std::string& name);
 // A ':' before the last '/' is a registry port, not a tag.
 std::pair<std::string, std::string> split_image(const std::string& image);
 
-// "0" or "" -> 0; "512m", "2g", "1048576", "64k" (binary units) -> bytes. Throws Error
-// (invalid_argument, field) on anything else.
-int64_t parse_bytes(const std::string& text, const std::string& field);
 // "1.5" CPUs -> 1500000000 nano-CPUs; "" or "0" -> 0. Throws Error on anything else.
 int64_t parse_cpus(const std::string& text, const std::string& field);
 

@@ -133,6 +133,33 @@ TEST_CASE("GPUs: none by default; N become one NVIDIA device request with the gp
   c.gpus = 2;
   auto d = container_body("abc123", box(), c)["HostConfig"]["DeviceRequests"];
   CHECK(d == json::parse(R"([{"Driver": "nvidia", "Count": 2, "Capabilities": [["gpu"]]}])"));
+  auto s = box();  // the sandbox's own request wins over the driver's default
+  s.mutable_resources()->set_gpus(1);
+  CHECK(container_body("abc123", s, c)["HostConfig"]["DeviceRequests"][0]["Count"] == 1);
+}
+
+TEST_CASE("the sandbox's resources win over the driver's defaults; impossible ones name the field") {
+  auto c = config();
+  c.memory_bytes = 1ll << 30;
+  auto s = box();
+  s.mutable_resources()->set_cpus(0.5);
+  s.mutable_resources()->set_memory_bytes(256ull << 20);
+  s.mutable_resources()->set_pids(100);
+  auto h = container_body("abc123", s, c)["HostConfig"];
+  CHECK(h["NanoCpus"] == 500000000);
+  CHECK(h["Memory"] == 256ll << 20);
+  CHECK(h["MemorySwap"] == 256ll << 20);
+  CHECK(h["PidsLimit"] == 100);
+  s.mutable_resources()->set_memory_bytes(4096);
+  try {
+    container_body("abc123", s, c);
+    FAIL("accepted 4 KiB of memory");
+  } catch (const bulwark::Error& e) {
+    CHECK(e.field() == "resources.memory_bytes");
+  }
+  s.mutable_resources()->set_memory_bytes(0);
+  s.mutable_resources()->set_cpus(-2);
+  CHECK_THROWS_AS(container_body("abc123", s, c), bulwark::Error);
 }
 
 TEST_CASE("providers: the supervisor is told to require their environment, and nothing of them is in the body") {
@@ -165,24 +192,7 @@ TEST_CASE("image references split into repository and tag; a registry port is no
   CHECK(split_image("reg:5000/team/img:v2") == std::pair<std::string, std::string>{"reg:5000/team/img", "v2"});
 }
 
-TEST_CASE("limit flags: sizes with binary units, CPUs as a decimal; anything else names the flag") {
-  CHECK(parse_bytes("", "memory_limit") == 0);
-  CHECK(parse_bytes("0", "memory_limit") == 0);
-  CHECK(parse_bytes("1048576", "memory_limit") == 1048576);
-  CHECK(parse_bytes("64k", "memory_limit") == 64 * 1024);
-  CHECK(parse_bytes("512m", "memory_limit") == 512ll << 20);
-  CHECK(parse_bytes("512MB", "memory_limit") == 512ll << 20);
-  CHECK(parse_bytes("2g", "memory_limit") == 2ll << 30);
-  for (const char* bad : {"m", "1.5g", "-1", "12x", "99999999999999999999"}) {
-    CAPTURE(bad);
-    try {
-      parse_bytes(bad, "memory_limit");
-      FAIL("accepted");
-    } catch (const Error& e) {
-      CHECK(e.code() == Code::kInvalidArgument);
-      CHECK(e.field() == "memory_limit");
-    }
-  }
+TEST_CASE("the CPU limit flag is a decimal; anything else names the flag") {
   CHECK(parse_cpus("", "cpu_limit") == 0);
   CHECK(parse_cpus("1.5", "cpu_limit") == 1500000000);
   CHECK(parse_cpus("0.25", "cpu_limit") == 250000000);
@@ -205,4 +215,13 @@ TEST_CASE("the sandbox's NATS URL: loopback and wildcard hosts become the bridge
   CHECK(u.url == "nats://127.0.0.1:4222");
   CHECK(u.rewritten.empty());
   CHECK(sandbox_nats_url("nats://10.0.0.5:4222", "172.18.0.1").url == "nats://10.0.0.5:4222");
+}
+
+TEST_CASE("keep_after_exit: the supervisor is told to keep the sandbox after the agent ends") {
+  auto s = box();
+  CHECK(container_body("abc123", s, config())["Cmd"][0] == "--");
+  s.set_keep_after_exit(true);
+  auto cmd = container_body("abc123", s, config())["Cmd"];
+  CHECK(cmd[0] == "--keep-after-exit=true");
+  CHECK(cmd[1] == "--");
 }

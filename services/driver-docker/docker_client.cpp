@@ -144,6 +144,15 @@ std::optional<nlohmann::json> DockerClient::inspect_container(const std::string&
   return nlohmann::json::parse(r->body);
 }
 
+bool DockerClient::stop_container(const std::string& id, int grace_s) {
+  auto r = call("stop", [&](httplib::Client& c) {
+    return c.Post(std::string(kApi) + "/containers/" + path_param(id) + "/stop?t=" + std::to_string(grace_s));
+  });
+  if (r->status == 404) return false;
+  if (r->status != 204 && r->status != 304) fail("stop container " + id, r);  // 304: already stopped
+  return true;
+}
+
 bool DockerClient::remove_container(const std::string& id, int grace_s) {
   // Docker's forced remove is an immediate SIGKILL: stop first, so the supervisor can pass the
   // signal on and report the agent's end.

@@ -30,6 +30,8 @@ class DockerClient {
   std::string create_container(const std::string& name, const nlohmann::json& body);  // the container id
   void start_container(const std::string& id);  // already running is fine
   std::optional<nlohmann::json> inspect_container(const std::string& name_or_id);
+  // SIGTERM, then SIGKILL after grace_s; false when there is no such container.
+  bool stop_container(const std::string& name_or_id, int grace_s);
   // SIGTERM, `grace` seconds, SIGKILL, then remove with its anonymous volumes. False when it did
   // not exist.
   bool remove_container(const std::string& name_or_id, int grace_s = 5);

@@ -51,19 +51,4 @@ std::string exit_reason(const nlohmann::json& c) {
   return error.empty() ? "" : "docker: " + error;
 }
 
-Changes diff(const std::map<std::string, v1::WorkloadStatus>& before,
-             const std::map<std::string, v1::WorkloadStatus>& now) {
-  Changes out;
-  for (const auto& [id, st] : now) {
-    auto it = before.find(id);
-    bool was_running = it != before.end() && it->second.running();
-    bool was_exited = it != before.end() && it->second.exited();
-    if (st.running() && !was_running) out.running.push_back(id);
-    if (st.exited() && !was_exited) out.exited.push_back(id);
-  }
-  for (const auto& [id, st] : before)
-    if (!now.count(id)) out.missing.push_back(id);
-  return out;
-}
-
 }  // namespace bulwark::docker

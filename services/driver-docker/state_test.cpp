@@ -17,13 +17,6 @@ json inspected(const std::string& status, int code, bool oom = false, const std:
           {"Config", {{"Labels", {{kSandboxLabel, "s1"}}}}},
           {"State", {{"Status", status}, {"Running", status == "running"}, {"ExitCode", code}, {"OOMKilled", oom}, {"Error", error}}}};
 }
-v1::WorkloadStatus st(bool running, bool exited, int code = 0) {
-  v1::WorkloadStatus s;
-  s.set_running(running);
-  s.set_exited(exited);
-  s.set_exit_code(code);
-  return s;
-}
 }  // namespace
 
 TEST_CASE("docker's container states map to running / exited / neither") {
@@ -62,24 +55,4 @@ TEST_CASE("inspect gives the exit code, and why docker ended it when it knows") 
   CHECK(r.running());
   CHECK_FALSE(r.exited());
   CHECK(status_from_inspect(json::object()).workload_id().empty());
-}
-
-TEST_CASE("reconcile: each change is reported once; a restarted driver reports everything it finds") {
-  std::map<std::string, v1::WorkloadStatus> none, now = {{"a", st(true, false)}, {"b", st(false, true)}, {"c", st(false, false)}};
-  // Start-up: nothing known yet: live ones are running, ended ones get their exit code looked up.
-  auto c = diff(none, now);
-  CHECK(c.running == std::vector<std::string>{"a"});
-  CHECK(c.exited == std::vector<std::string>{"b"});
-  CHECK(c.missing.empty());
-  // The next pass sees the same: nothing to say.
-  c = diff(now, now);
-  CHECK(c.running.empty());
-  CHECK(c.exited.empty());
-  CHECK(c.missing.empty());
-  // a ends, c starts, b disappears.
-  std::map<std::string, v1::WorkloadStatus> later = {{"a", st(false, true)}, {"c", st(true, false)}};
-  c = diff(now, later);
-  CHECK(c.running == std::vector<std::string>{"c"});
-  CHECK(c.exited == std::vector<std::string>{"a"});
-  CHECK(c.missing == std::vector<std::string>{"b"});
 }

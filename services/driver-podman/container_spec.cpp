@@ -1,5 +1,7 @@
 #include "services/driver-podman/container_spec.h"
 
+#include "shared/error.h"
+
 namespace bulwark::podman {
 
 std::string container_name(const std::string& sandbox_id) { return "bulwark-" + sandbox_id; }
@@ -13,6 +15,8 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
   // Providers attached: the agent must not start without their environment, which the supervisor
   // fetches from gateway-api itself. Their values never pass through here (nor podman's records).
   if (spec.providers_size() > 0) command = {"--provider-env", "required"};
+  // The sandbox outlives its agent (exec, download) until deleted.
+  if (spec.keep_after_exit()) command.push_back("--keep-after-exit=true");
   command.push_back("--");
   for (const auto& a : spec.command()) command.push_back(a);
 
@@ -27,7 +31,23 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
                            {kNameLabel, spec.name()}};
   for (const auto& [k, v] : spec.labels()) labels["io.bulwark.label." + k] = v;
 
-  return {
+  // The sandbox's own resources win over the driver's defaults (runtime-spec LinuxResources).
+  const auto& res = spec.resources();
+  if (res.cpus() < 0 || (res.cpus() > 0 && res.cpus() < 0.01))
+    throw Error(Code::kInvalidArgument, "resources.cpus must be 0.01 or more", "resources.cpus");
+  nlohmann::json limits = {{"pids", {{"limit", res.pids() ? static_cast<int64_t>(res.pids()) : c.pids_limit}}}};
+  if (res.memory_bytes()) {
+    if (res.memory_bytes() < 6 * 1024 * 1024)
+      throw Error(Code::kInvalidArgument, "resources.memory_bytes must be at least 6 MiB", "resources.memory_bytes");
+    limits["memory"] = {{"limit", res.memory_bytes()}, {"swap", res.memory_bytes()}};  // no swap beyond it
+  }
+  if (res.cpus() > 0) limits["cpu"] = {{"quota", static_cast<int64_t>(res.cpus() * 100000)}, {"period", 100000}};
+  // GPUs by CDI name (podman 4.1+ resolves nvidia.com/gpu=N from /etc/cdi, written by the NVIDIA
+  // Container Toolkit's `nvidia-ctk cdi generate`).
+  nlohmann::json devices = nlohmann::json::array();
+  for (uint32_t i = 0; i < res.gpus(); ++i) devices.push_back({{"path", "nvidia.com/gpu=" + std::to_string(i)}});
+
+  nlohmann::json body = {
       {"name", container_name(sandbox_id)},
       {"hostname", spec.name()},
       {"image", spec.image()},
@@ -51,11 +71,13 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
       // listener that logs them. Podman's profile would answer some of the same calls first
       // (an ERRNO outranks a listener), silently and with other errnos.
       {"seccomp_profile_path", "unconfined"},
-      {"resource_limits", {{"pids", {{"limit", c.pids_limit}}}}},
+      {"resource_limits", limits},
       {"stdin", false},
       {"terminal", false},
       {"remove", false},
   };
+  if (!devices.empty()) body["devices"] = devices;
+  return body;
 }
 
 }  // namespace bulwark::podman

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "services/driver-podman/container_spec.h"
+#include "shared/error.h"
 
 using namespace bulwark;
 using namespace bulwark::podman;
@@ -59,4 +60,45 @@ TEST_CASE("providers: the supervisor is told to require their environment, and n
     CHECK(k.find("API_KEY") == std::string::npos);
   }
   CHECK(j["env"].size() == plain["env"].size());
+}
+
+TEST_CASE("resources: the sandbox's limits become podman's, GPUs become CDI device names") {
+  v1::SandboxSpec s;
+  s.set_image("img");
+  auto* r = s.mutable_resources();
+  r->set_cpus(1.5);
+  r->set_memory_bytes(512ull << 20);
+  r->set_pids(300);
+  r->set_gpus(2);
+  auto j = container_spec("abc", s, {"podman-h", "nats://x", "/b"});
+  CHECK(j["resource_limits"]["pids"]["limit"] == 300);
+  CHECK(j["resource_limits"]["memory"]["limit"] == 512ull << 20);
+  CHECK(j["resource_limits"]["memory"]["swap"] == 512ull << 20);
+  CHECK(j["resource_limits"]["cpu"]["quota"] == 150000);
+  CHECK(j["resource_limits"]["cpu"]["period"] == 100000);
+  CHECK(j["devices"] == nlohmann::json::parse(R"([{"path": "nvidia.com/gpu=0"}, {"path": "nvidia.com/gpu=1"}])"));
+
+  r->set_memory_bytes(1024);
+  try {
+    container_spec("abc", s, {"podman-h", "nats://x", "/b"});
+    FAIL("accepted 1 KiB of memory");
+  } catch (const Error& e) {
+    CHECK(e.field() == "resources.memory_bytes");
+  }
+  r->set_memory_bytes(0);
+  r->set_cpus(-1);
+  CHECK_THROWS_AS(container_spec("abc", s, {"podman-h", "nats://x", "/b"}), Error);
+  r->set_cpus(0);
+  r->set_gpus(0);
+  CHECK_FALSE(container_spec("abc", s, {"podman-h", "nats://x", "/b"}).contains("devices"));
+}
+
+TEST_CASE("keep_after_exit: the supervisor is told to keep the sandbox after the agent ends") {
+  v1::SandboxSpec s;
+  s.set_image("img");
+  s.add_command("true");
+  CHECK(container_spec("abc", s, {"podman-h", "nats://x", "/b"})["command"] == nlohmann::json({"--", "true"}));
+  s.set_keep_after_exit(true);
+  CHECK(container_spec("abc", s, {"podman-h", "nats://x", "/b"})["command"] ==
+        nlohmann::json({"--keep-after-exit=true", "--", "true"}));
 }

@@ -86,6 +86,15 @@ std::optional<nlohmann::json> PodmanClient::inspect_container(const std::string&
   return nlohmann::json::parse(r->body);
 }
 
+bool PodmanClient::stop_container(const std::string& id, int grace_s) {
+  auto r = call("stop", [&](httplib::Client& c) {
+    return c.Post(std::string(kApi) + "/containers/" + id + "/stop?timeout=" + std::to_string(grace_s));
+  });
+  if (gone(r)) return false;
+  if (r->status != 204 && r->status != 304) fail("stop container " + id, r);  // 304: already stopped
+  return true;
+}
+
 bool PodmanClient::remove_container(const std::string& id) {
   auto r = call("remove", [&](httplib::Client& c) {
     return c.Delete(std::string(kApi) + "/containers/" + id + "?force=true&timeout=5");

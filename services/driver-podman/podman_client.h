@@ -18,6 +18,8 @@ class PodmanClient {
   std::string create_container(const nlohmann::json& spec);  // returns the container id
   void start_container(const std::string& id);               // already running is fine
   std::optional<nlohmann::json> inspect_container(const std::string& name_or_id);
+  // SIGTERM, then SIGKILL after grace_s; false when there is no such container.
+  bool stop_container(const std::string& name_or_id, int grace_s);
   bool remove_container(const std::string& name_or_id);  // force; false when it did not exist
   nlohmann::json list_containers(const std::string& label_filter);  // all states
 

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "services/gateway-api/authz.h"
+#include "services/gateway-api/gateway_metrics.h"
 #include "services/gateway-api/http_api.h"
 #include "shared/subjects.h"
 #include "shared/util.h"
@@ -21,6 +23,30 @@ void BusControlPlane::delete_workload(const std::string& driver_id, const std::s
   req.set_sandbox_id(sandbox_id);
   try {
     bus_.request<v1::DriverDeleteReply>(subjects::driver_op(driver_id, "delete"), req, o_.driver_timeout);
+  } catch (const NoResponders&) {
+    throw DriverAway(driver_id);
+  }
+}
+
+void BusControlPlane::stop_workload(const std::string& driver_id, const std::string& sandbox_id,
+                                    std::chrono::milliseconds grace) {
+  v1::DriverStopRequest req;
+  req.set_sandbox_id(sandbox_id);
+  req.set_grace_ms(static_cast<uint32_t>(grace.count()));
+  try {
+    auto r = bus_.request<v1::DriverStopReply>(subjects::driver_op(driver_id, "stop"), req, o_.driver_timeout + grace);
+    if (!r.existed())
+      throw Error(Code::kNotFound, "driver " + driver_id + " has no workload for sandbox " + sandbox_id, "sandbox_id");
+  } catch (const NoResponders&) {
+    throw DriverAway(driver_id);
+  }
+}
+
+void BusControlPlane::start_workload(const std::string& driver_id, const std::string& sandbox_id) {
+  v1::DriverStartRequest req;
+  req.set_sandbox_id(sandbox_id);
+  try {
+    bus_.request<v1::DriverStartReply>(subjects::driver_op(driver_id, "start"), req, o_.driver_timeout);
   } catch (const NoResponders&) {
     throw DriverAway(driver_id);
   }
@@ -95,6 +121,8 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
     : o_(std::move(o)),
       bus_(bus),
       store_(o_.db_path),
+      tokens_(store_),
+      audit_(store_),
       box_(SecretBox::load(o_.provider_key_file.empty() ? default_key_file(o_.db_path) : o_.provider_key_file)),
       routes_kv_(bus.key_value({.bucket = subjects::kInferenceRoutesBucket,
                                 .description = "Bulwark: inference route tables, key global or sandbox.<sandbox_id>",
@@ -107,10 +135,20 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
       probe_(bus),
       status_(store_, probe_, [&bus] { return bus.connected(); }, o_.instance_id),
       nats_work_(2, "gateway-nats"),
-      api_(ApiDeps{sandboxes_, providers_, inference_, store_, &status_, [&bus] { return bus.connected(); }, o_.limits}) {
+      api_(ApiDeps{sandboxes_, providers_, inference_, store_, &status_, [&bus] { return bus.connected(); }, o_.limits,
+                   o_.auth ? &tokens_ : nullptr, &audit_, &exec_}) {
+  if (o_.auth) {
+    std::string file = o_.bootstrap_token_file.empty() ? default_admin_token_file(o_.db_path) : o_.bootstrap_token_file;
+    if (!tokens_.bootstrap(file)) spdlog::info("REST API: API tokens required (the first admin token went to {} when the database was new)", file);
+  } else {
+    spdlog::critical("REST API: AUTHENTICATION IS OFF (--auth none): anyone who reaches http://{}:{} is admin. Local development "
+                     "only; never on a shared host or network",
+                     o_.http_addr, o_.http_port);
+  }
   providers_.reseal();
   inference_.sync();  // SQLite is the truth: a wiped or stale KV is repaired here
   sandboxes_.on_removed([this](const std::string& id) { inference_.drop_sandbox(id); });
+  sandbox_metrics_ = watch_sandboxes(store_);  // bulwark_sandboxes{phase}, read at each scrape
 
   bus.ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, o_.stream_max_age);
   reports_ = bus.js_durable_subscribe(subjects::kSandboxStream, "gateway", subjects::kSandboxAll,
@@ -138,6 +176,24 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
   if (!http_.bind_to_port(o_.http_addr.c_str(), o_.http_port))
     throw Error(Code::kUnavailable, "cannot listen on " + o_.http_addr + ":" + std::to_string(o_.http_port) +
                                         " (in use? set --http-port or BULWARK_HTTP_PORT)");
+  if (o_.connect_port != 0) {
+    // connect: its own WebSocket listener, admitted like the REST route POST .../connect would be.
+    int port = o_.connect_port < 0 ? o_.http_port + 1 : o_.connect_port;
+    connect_ = std::make_unique<ConnectServer>(o_.http_addr, port, exec_, [this](const std::string& authorization, const std::string& ref) {
+      if (o_.auth) {
+        auto caller = tokens_.authenticate(authorization, to_millis(now_timestamp()));
+        std::optional<std::string> owner;
+        if (auto s = store_.find(ref)) owner = s->owner();
+        // As a mutating call: a shell can change anything the sandbox can, so read-only tokens may not.
+        auto d = authorize(caller, "POST", "/v1/sandboxes/{sandbox_id}/connect", owner, ref);
+        if (!d.allowed) throw Error(d.code, d.reason, d.code == Code::kNotFound ? "sandbox_id" : "");
+      }
+      return sandboxes_.get(ref);
+    });
+    spdlog::info("connect (WebSocket terminals) on ws://{}:{}/v1/sandboxes/{{sandbox_id}}/connect", o_.http_addr, connect_->port());
+  }
+
+  // Started last: a listener that cannot bind above fails the start before any thread runs.
   http_thread_ = std::thread([this] { http_.listen_after_bind(); });
   spdlog::info("REST API on http://{}:{}, database {}", o_.http_addr, o_.http_port, o_.db_path);
 
@@ -183,6 +239,7 @@ void Gateway::on_stream(Msg& m) {
 
 void Gateway::stop() {
   http_.stop();
+  connect_.reset();
   {
     std::lock_guard lock(mu_);
     stopping_ = true;

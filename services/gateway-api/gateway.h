@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "services/gateway-api/exec_connect.h"
 #include "services/gateway-api/http_api.h"
 #include "services/gateway-api/inference.h"
 #include "services/gateway-api/providers.h"
@@ -18,6 +19,7 @@
 #include "services/gateway-api/status.h"
 #include "services/gateway-api/store.h"
 #include "shared/bus.h"
+#include "shared/metrics.h"
 #include "shared/service.h"
 #include "shared/work_queue.h"
 
@@ -35,6 +37,9 @@ struct GatewayOptions {
   int kv_replicas = 1;            // of the inference_routes bucket; > 1 only on a NATS cluster
   RateLimitOptions limits;        // per client address, on every route but /healthz
   std::string instance_id;        // this process's, shown by /v1/status
+  bool auth = true;               // false: --auth none, every request is admin (local development only)
+  int connect_port = -1;          // the WebSocket connect listener (exec_connect.h): -1 = http_port + 1, 0 = off
+  std::string bootstrap_token_file;  // "" = admin.token beside db_path; written on first start only
 };
 
 // HealthProbe over NATS: a request on bulwark.<service>.health.
@@ -65,6 +70,8 @@ class BusControlPlane : public ControlPlane {
   BusControlPlane(Bus& bus, const GatewayOptions& o) : bus_(bus), o_(o) {}
   v1::PlaceReply place(const v1::PlaceRequest& req) override;
   void delete_workload(const std::string& driver_id, const std::string& sandbox_id) override;
+  void stop_workload(const std::string& driver_id, const std::string& sandbox_id, std::chrono::milliseconds grace) override;
+  void start_workload(const std::string& driver_id, const std::string& sandbox_id) override;
   v1::PolicyWriteReply policy_set(const v1::PolicySetRequest& req) override;
   v1::PolicyWriteReply policy_update(const v1::PolicyUpdateRequest& req) override;
   v1::PolicyRecord policy_get(const v1::PolicyGetRequest& req) override;
@@ -83,6 +90,7 @@ class Gateway : public Component {
   Gateway(Bus& bus, GatewayOptions o);
   ~Gateway() override;
   void stop() override;
+  std::string not_ready() const override { return http_.is_running() ? "" : "the REST listener is not serving yet"; }
 
  private:
   void on_stream(Msg& m);
@@ -93,18 +101,23 @@ class Gateway : public Component {
   GatewayOptions o_;
   Bus& bus_;
   Store store_;
+  Tokens tokens_;
+  AuditLog audit_;
   SecretBox box_;
   KvRoutePublisher routes_kv_;
   Providers providers_;
   InferenceRoutes inference_;
   BusControlPlane cp_;
   Sandboxes sandboxes_;
+  metrics::Registry::Collector sandbox_metrics_;  // reads store_: after it, so it goes first
   BusHealthProbe probe_;
   StatusBoard status_;
   WorkQueue nats_work_;
+  ExecService exec_{bus_};  // before api_, which uses it
   RestApi api_;
   httplib::Server http_;
   std::thread http_thread_;
+  std::unique_ptr<ConnectServer> connect_;  // interactive terminals (docs/exec.md)
   std::thread sweeper_;
   std::mutex mu_;
   std::condition_variable cv_;

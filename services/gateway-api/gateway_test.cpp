@@ -57,6 +57,10 @@ TEST_CASE("gateway over NATS: KV route tables, provider resolve and env, change 
 
   auto gw = std::make_unique<Running>(nats.url(), o);
   httplib::Client http("127.0.0.1", o.http_port);
+  // The first start wrote an admin token beside the database (tokens.h).
+  std::string admin_token = testing::read_file(dir.file("admin.token"));
+  admin_token.pop_back();
+  http.set_bearer_token_auth(admin_token.c_str());
   post(http, "/v1/providers", {{"name", "oa"}, {"type", "openai"}, {"credentials", {{"OPENAI_API_KEY", kOpenAiKey}}}}, 201);
   post(http, "/v1/providers", {{"name", "gh"}, {"type", "github"}, {"credentials", {{"GITHUB_TOKEN", kGithubToken}}}}, 201);
   struct stat st {};
@@ -141,6 +145,7 @@ TEST_CASE("gateway over NATS: KV route tables, provider resolve and env, change 
 
   // Deleting the sandbox deletes its table, in SQLite and in KV.
   httplib::Client http2("127.0.0.1", o.http_port);
+  http2.set_bearer_token_auth(admin_token.c_str());
   REQUIRE(http2.Delete(("/v1/sandboxes/" + id).c_str()));
   CHECK(testing::wait_until([&] { return !kv.get("sandbox." + id); }, 5s));
   auto gone = http2.Get(("/v1/inference?sandbox=" + id).c_str());

@@ -1,5 +1,7 @@
 #include "services/gateway-api/http_api.h"
 
+#include <google/protobuf/empty.pb.h>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -7,6 +9,7 @@
 #include <stdexcept>
 
 #include "bulwark/v1/common.pb.h"
+#include "services/gateway-api/gateway_metrics.h"
 #include "services/gateway-api/paging.h"
 #include "shared/error.h"
 #include "shared/proto_json.h"
@@ -123,16 +126,46 @@ M body_as(const httplib::Request& req) {
 }
 
 std::string key_of(const std::string& method, const std::string& path) { return method + " " + path; }
+
+// The caller of the request this thread is serving (httplib runs a request on one thread, and the
+// route handlers take no context): set by RestApi::serve around the handler.
+thread_local const Caller* t_caller = nullptr;
+struct CallerScope {
+  explicit CallerScope(const Caller* c) { t_caller = c; }
+  ~CallerScope() { t_caller = nullptr; }
+  CallerScope(const CallerScope&) = delete;
+  CallerScope& operator=(const CallerScope&) = delete;
+};
+// The token_id the request acts as; "" with --auth none.
+std::string caller_id() { return t_caller ? t_caller->token_id : ""; }
+// Idempotency keys are per token: one CI job's key must never replay another job's sandbox.
+std::string owned_key(const std::string& key) { return key.empty() || !t_caller ? key : t_caller->token_id + ":" + key; }
+
+// The client's X-Request-Id when it is a plain token, else a fresh one; sent back and audited.
+std::string request_id_of(const httplib::Request& req) {
+  auto id = req.get_header_value("X-Request-Id");
+  if (!id.empty() && id.size() <= 64 &&
+      id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == std::string::npos)
+    return id;
+  return random_hex(8);
+}
+
+Tokens& tokens_of(Tokens* t) {
+  if (!t) throw Error(Code::kFailedPrecondition, "authentication is off on this gateway (--auth none): there are no API tokens");
+  return *t;
+}
 }  // namespace
 
 const std::vector<RouteSpec>& route_specs() {
   static const std::vector<RouteSpec> kRoutes = {
-      {"GET", "/healthz", {}, false, false},
+      {"GET", "/healthz", {}, false, false, true},
       {"GET", "/v1/status", {"timeout_ms"}},
       {"POST", "/v1/sandboxes", {}, true},
       {"GET", "/v1/sandboxes", {"all", "phase", "label", "limit", "page_token"}},
       {"GET", "/v1/sandboxes/{sandbox_id}", {}},
       {"DELETE", "/v1/sandboxes/{sandbox_id}", {}},
+      {"POST", "/v1/sandboxes/{sandbox_id}/stop", {}},
+      {"POST", "/v1/sandboxes/{sandbox_id}/start", {}},
       {"GET", "/v1/sandboxes/{sandbox_id}/logs", {"tail", "stream"}},
       {"PUT", "/v1/sandboxes/{sandbox_id}/policy", {}},
       {"PATCH", "/v1/sandboxes/{sandbox_id}/policy", {}},
@@ -147,6 +180,15 @@ const std::vector<RouteSpec>& route_specs() {
       {"PUT", "/v1/inference", {"sandbox"}},
       {"GET", "/v1/inference", {"sandbox"}},
       {"DELETE", "/v1/inference", {"sandbox"}},
+      // Not `creates`: an Idempotency-Key answer is stored, and this one carries the secret.
+      {"POST", "/v1/tokens", {}},
+      {"GET", "/v1/tokens", {}},
+      {"DELETE", "/v1/tokens/{token_id}", {}},
+      {"GET", "/v1/audit", {"since", "limit"}},
+      // Into a running sandbox (docs/exec.md); the files routes move tar archives.
+      {"POST", "/v1/sandboxes/{sandbox_id}/exec", {"stream"}},
+      {"PUT", "/v1/sandboxes/{sandbox_id}/files", {"path"}, false, true, false, kMaxUpload},
+      {"GET", "/v1/sandboxes/{sandbox_id}/files", {"path"}},
   };
   return kRoutes;
 }
@@ -201,7 +243,64 @@ void RestApi::add(httplib::Server& srv, const std::string& method, const std::st
   else throw std::logic_error("unsupported method " + method);
 }
 
+void RestApi::admit(const RouteSpec& spec, const httplib::Request& req, std::optional<Caller>* caller, std::string* sandbox_id) {
+  if (!spec.open && d_.tokens) *caller = d_.tokens->authenticate(req.get_header_value("Authorization"), to_millis(now_timestamp()));
+  // The owner of the sandbox the route names (by id or name), looked up only once the token is good.
+  std::optional<std::string> owner;
+  std::string ref;
+  if (names_sandbox(spec.path) && req.matches.size() > 1) {
+    ref = req.matches[1];
+    if (auto s = d_.store.find(ref)) {
+      owner = s->owner();
+      *sandbox_id = s->sandbox_id();
+    }
+  }
+  if (*caller) {
+    auto d = authorize(**caller, spec.method, spec.path, owner, ref);
+    if (!d.allowed) throw Error(d.code, d.reason, d.code == Code::kNotFound ? "sandbox_id" : "");
+  }
+}
+
+void RestApi::record(const RouteSpec& spec, const httplib::Request& req, const httplib::Response& res,
+                     const std::optional<Caller>& c, std::string sandbox_id, const std::string& request_id) {
+  if (!d_.audit) return;
+  AuditRow r;
+  r.at_ms = to_millis(now_timestamp());
+  if (c) {
+    r.token_id = c->token_id;
+    r.token_name = c->name;
+    r.scope = scope_name(c->scope);
+  }
+  r.method = spec.method;
+  r.path = req.path;
+  auto body = nlohmann::json::parse(res.body, nullptr, false);
+  // A create names its new sandbox only in the answer.
+  if (sandbox_id.empty() && spec.path == "/v1/sandboxes" && body.is_object()) sandbox_id = body.value("sandbox_id", "");
+  r.sandbox_id = std::move(sandbox_id);
+  r.status = res.status;
+  r.result = "ok";
+  if (res.status >= 400)
+    r.result = body.is_object() && body.contains("error") && body["error"].is_object() ? body["error"].value("code", "error")
+                                                                                          : "http_" + std::to_string(res.status);
+  r.remote_addr = req.remote_addr;
+  r.request_id = request_id;
+  d_.audit->record(std::move(r));
+}
+
 void RestApi::serve(const RouteSpec& spec, const httplib::Request& req, httplib::Response& res, const Handler& h) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string request_id = request_id_of(req);
+  res.set_header("X-Request-Id", request_id);
+  std::optional<Caller> caller;
+  std::string sandbox_id;
+  serve_admitted(spec, req, res, h, &caller, &sandbox_id);
+  if (res.status == 401) res.set_header("WWW-Authenticate", R"(Bearer realm="bulwark")");
+  if (is_mutating(spec.method)) record(spec, req, res, caller, std::move(sandbox_id), request_id);
+  observe_request(spec.path, spec.method, res.status, started);  // bulwark_http_requests_total, by OpenAPI route
+}
+
+void RestApi::serve_admitted(const RouteSpec& spec, const httplib::Request& req, httplib::Response& res, const Handler& h,
+                             std::optional<Caller>* caller, std::string* sandbox_id) {
   // The rate limit comes first, so a client over it costs no work (inside the route rather than a
   // pre-routing handler: httplib has then read the body, and the connection stays usable).
   if (spec.rate_limited) {
@@ -217,6 +316,13 @@ void RestApi::serve(const RouteSpec& spec, const httplib::Request& req, httplib:
     }
   }
   guarded(res, [&] {
+    // httplib's own limit is the largest of any route's; each route's own is checked here, first,
+    // as httplib would have (a body too large is refused whoever sends it).
+    if (size_t max = spec.max_body ? spec.max_body : kMaxBody; req.body.size() > max)
+      throw Error(Code::kPayloadTooLarge, "request body over " + std::to_string(max) + " bytes");
+    // Who, then whether: 401 before 403/404, and both before the request is looked at any further.
+    admit(spec, req, caller, sandbox_id);
+    CallerScope scope(*caller ? &**caller : nullptr);
     for (const auto& [k, v] : query_of(req))
       if (std::find(spec.query.begin(), spec.query.end(), k) == spec.query.end())
         throw Error(Code::kInvalidArgument,
@@ -235,7 +341,8 @@ void RestApi::serve(const RouteSpec& spec, const httplib::Request& req, httplib:
 
 void RestApi::serve_idempotent(const RouteSpec& spec, const std::string& key, const httplib::Request& req,
                                httplib::Response& res, const Handler& h) {
-  const std::string scope = key_of(spec.method, spec.path);
+  // Per token: another token's key is another key (owned_key does the same for sandbox records).
+  const std::string scope = key_of(spec.method, spec.path) + (t_caller ? " " + t_caller->token_id : "");
   const std::string fingerprint = request_fingerprint(req.body);
   // Held while the request runs: a concurrent retry waits, then finds the answer.
   std::lock_guard lock(key_locks_.of(scope, key));
@@ -262,7 +369,9 @@ void RestApi::serve_idempotent(const RouteSpec& spec, const std::string& key, co
 }
 
 void RestApi::install(httplib::Server& srv) {
-  srv.set_payload_max_length(kMaxBody);
+  size_t max_body = kMaxBody;
+  for (const auto& s : route_specs()) max_body = std::max(max_body, s.max_body);
+  srv.set_payload_max_length(max_body);
   Sandboxes& sandboxes = d_.sandboxes;
   Providers& providers = d_.providers;
   InferenceRoutes& inference = d_.inference;
@@ -290,7 +399,8 @@ void RestApi::install(httplib::Server& srv) {
 
   add(srv, "POST", "/v1/sandboxes", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
     bool created = false;
-    auto s = sandboxes.create(body_as<v1::SandboxSpec>(req), req.get_header_value(kIdempotencyHeader), &created);
+    auto s = sandboxes.create(body_as<v1::SandboxSpec>(req), owned_key(req.get_header_value(kIdempotencyHeader)), &created,
+                              caller_id());
     // Not created: a sandbox already holds this key (one older than the kept answers).
     send(res, created ? 202 : 200, s);
   });
@@ -298,6 +408,7 @@ void RestApi::install(httplib::Server& srv) {
   add(srv, "GET", "/v1/sandboxes", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
     auto q = query_of(req);
     auto filter = make_filter(flag(q, "all"), values(q, "phase"), values(q, "label"));
+    if (t_caller) filter.owner = list_owner(*t_caller);  // a ci token sees its own sandboxes only
     size_t limit = parse_limit(single(q, "limit"));
     send(res, 200, sandboxes.list(filter, single(q, "page_token").value_or(""), limit));
   });
@@ -309,6 +420,16 @@ void RestApi::install(httplib::Server& srv) {
   add(srv, "DELETE", "/v1/sandboxes/{sandbox_id}", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
     auto s = sandboxes.remove(req.matches[1]);
     send(res, s.phase() == v1::DELETED ? 200 : 202, s);
+  });
+
+  add(srv, "POST", "/v1/sandboxes/{sandbox_id}/stop", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto body = body_as<v1::StopSandboxRequest>(req);
+    if (body.grace_s() > 300) throw Error(Code::kInvalidArgument, "grace_s: at most 300 seconds", "grace_s");
+    send(res, 200, sandboxes.stop(req.matches[1], std::chrono::seconds(body.grace_s() ? body.grace_s() : 10)));
+  });
+  add(srv, "POST", "/v1/sandboxes/{sandbox_id}/start", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    body_as<google::protobuf::Empty>(req);  // no fields: refuses a malformed or unknown-field body
+    send(res, 202, sandboxes.start(req.matches[1]));
   });
 
   add(srv, "GET", "/v1/sandboxes/{sandbox_id}/logs", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
@@ -341,6 +462,22 @@ void RestApi::install(httplib::Server& srv) {
   });
   add(srv, "GET", "/v1/sandboxes/{sandbox_id}/policy/versions", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
     send(res, 200, sandboxes.policy_list(req.matches[1]));
+  });
+  // exec and file transfer into a running sandbox, relayed to its supervisor over NATS (exec.h).
+  auto exec_service = [this]() -> ExecService& {
+    if (!d_.exec) throw Error(Code::kUnavailable, "exec is not available on this gateway");
+    return *d_.exec;
+  };
+  add(srv, "POST", "/v1/sandboxes/{sandbox_id}/exec", [&sandboxes, exec_service](const httplib::Request& req, httplib::Response& res) {
+    require_json(req);
+    bool stream = flag(query_of(req), "stream") || req.get_header_value("Accept").find("application/x-ndjson") != std::string::npos;
+    serve_exec(exec_service(), sandboxes, req.matches[1], req.body, stream, res);
+  });
+  add(srv, "PUT", "/v1/sandboxes/{sandbox_id}/files", [&sandboxes, exec_service](const httplib::Request& req, httplib::Response& res) {
+    serve_upload(exec_service(), sandboxes, req.matches[1], single(query_of(req), "path").value_or(""), req.body, res);
+  });
+  add(srv, "GET", "/v1/sandboxes/{sandbox_id}/files", [&sandboxes, exec_service](const httplib::Request& req, httplib::Response& res) {
+    serve_download(exec_service(), sandboxes, req.matches[1], single(query_of(req), "path").value_or(""), res);
   });
   add(srv, "POST", "/v1/policies/validate", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
     auto body = body_as<v1::PolicyValidateRequest>(req);
@@ -385,6 +522,28 @@ void RestApi::install(httplib::Server& srv) {
   add(srv, "DELETE", "/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
     inference.remove(single(query_of(req), "sandbox").value_or(""));
     res.status = 204;
+  });
+
+  // API tokens and the audit log (admin only, authz.h). The secret is in the create answer only.
+  add(srv, "POST", "/v1/tokens", [this](const httplib::Request& req, httplib::Response& res) {
+    auto t = tokens_of(d_.tokens).create(body_as<v1::CreateTokenRequest>(req), caller_id());
+    res.set_header("Cache-Control", "no-store");
+    send(res, 201, t);
+  });
+  add(srv, "GET", "/v1/tokens", [this](const httplib::Request&, httplib::Response& res) {
+    v1::ListTokensReply reply;
+    for (const auto& t : tokens_of(d_.tokens).list()) *reply.add_tokens() = token_json(t);
+    send(res, 200, reply);
+  });
+  add(srv, "DELETE", "/v1/tokens/{token_id}", [this](const httplib::Request& req, httplib::Response& res) {
+    send(res, 200, token_json(tokens_of(d_.tokens).revoke(req.matches[1])));
+  });
+  add(srv, "GET", "/v1/audit", [this](const httplib::Request& req, httplib::Response& res) {
+    auto q = query_of(req);
+    int64_t since = 0;
+    if (auto s = single(q, "since"); s && *s != "0") since = static_cast<int64_t>(count_param(q, "since", 0, INT64_MAX));
+    if (!d_.audit) throw Error(Code::kFailedPrecondition, "this gateway keeps no audit log");
+    send(res, 200, d_.audit->list(since, count_param(q, "limit", 100, 1000)));
   });
 
   for (const auto& s : route_specs())

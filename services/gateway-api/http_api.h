@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "services/gateway-api/audit_log.h"
+#include "services/gateway-api/authz.h"
+#include "services/gateway-api/exec.h"
 #include "services/gateway-api/idempotency.h"
 #include "services/gateway-api/inference.h"
 #include "services/gateway-api/providers.h"
@@ -15,6 +18,7 @@
 #include "services/gateway-api/sandboxes.h"
 #include "services/gateway-api/status.h"
 #include "services/gateway-api/store.h"
+#include "services/gateway-api/tokens.h"
 #include "shared/error.h"
 
 namespace bulwark::gateway {
@@ -26,6 +30,8 @@ struct RouteSpec {
   std::vector<std::string> query;  // the query parameters it takes; any other is refused (400)
   bool creates = false;            // a POST that creates something: honours Idempotency-Key
   bool rate_limited = true;        // /healthz is not: a probe must not fail because clients are busy
+  bool open = false;               // answered without a token (/healthz only; docs/security.md)
+  size_t max_body = 0;             // the largest request body it takes; 0 = 1 MiB (PUT files takes tars)
 };
 
 // Every route the gateway serves. install_routes registers exactly these (and refuses to start
@@ -48,6 +54,11 @@ struct ApiDeps {
   StatusBoard* status = nullptr;
   std::function<bool()> nats_connected;
   RateLimitOptions limits;
+  // Authentication (tokens.h): every route but the open ones needs a token, then authz.h decides.
+  // Null only with --auth none (local development; the gateway says so loudly).
+  Tokens* tokens = nullptr;
+  AuditLog* audit = nullptr;  // null: mutating calls are not recorded
+  ExecService* exec = nullptr;  // exec and file transfer (exec.h); null: those routes answer 503
 };
 
 // The routes and their shared state (rate limiter, Idempotency-Key locks); must outlive the server.
@@ -60,6 +71,14 @@ class RestApi {
   using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
   void add(httplib::Server& srv, const std::string& method, const std::string& path, Handler h);
   void serve(const RouteSpec& spec, const httplib::Request& req, httplib::Response& res, const Handler& h);
+  // The rate limit, admit, then the route; *caller and *sandbox_id are what the audit row names.
+  void serve_admitted(const RouteSpec& spec, const httplib::Request& req, httplib::Response& res, const Handler& h,
+                      std::optional<Caller>* caller, std::string* sandbox_id);
+  // Authenticates (setting *caller at once, so a refusal is audited with its token) and authorizes;
+  // *sandbox_id is set to the sandbox the route names, if it exists.
+  void admit(const RouteSpec& spec, const httplib::Request& req, std::optional<Caller>* caller, std::string* sandbox_id);
+  void record(const RouteSpec& spec, const httplib::Request& req, const httplib::Response& res, const std::optional<Caller>& c,
+              std::string sandbox_id, const std::string& request_id);
   void serve_idempotent(const RouteSpec& spec, const std::string& key, const httplib::Request& req, httplib::Response& res,
                         const Handler& h);
 

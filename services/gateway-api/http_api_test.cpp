@@ -26,6 +26,9 @@ const std::string kSecret = "sk-ant-SECRET-0123456789abcdef";
 struct Api {
   testing::TempDir dir;
   Store store{dir.file("g.db")};
+  Tokens tokens{store};  // auth on, as in production: call() sends an admin token
+  AuditLog audit{store};
+  std::string admin_token;
   SecretBox box = SecretBox::load(dir.file("provider.key"));
   std::mutex mu;
   std::vector<std::string> changed;
@@ -47,7 +50,12 @@ struct Api {
   std::thread thread;
 
   explicit Api(RateLimitOptions l = {1000, 1000})
-      : limits(l), rest(ApiDeps{sandboxes, providers, inference, store, &status, [this] { return nats.load(); }, limits}) {
+      : limits(l),
+        rest(ApiDeps{sandboxes, providers, inference, store, &status, [this] { return nats.load(); }, limits, &tokens, &audit}) {
+    v1::CreateTokenRequest admin;
+    admin.set_name("test-admin");
+    admin.set_scope("admin");
+    admin_token = tokens.create(admin, "test").token();
     rest.install(srv);
     REQUIRE(srv.bind_to_port("127.0.0.1", port));
     thread = std::thread([this] { srv.listen_after_bind(); });
@@ -65,8 +73,9 @@ struct Api {
     std::string raw;
     httplib::Headers headers;
   };
-  Reply call(const std::string& method, const std::string& path, const json& body = nullptr, const httplib::Headers& h = {}) {
+  Reply call(const std::string& method, const std::string& path, const json& body = nullptr, httplib::Headers h = {}) {
     httplib::Client c("127.0.0.1", port);
+    if (!h.count("Authorization")) h.emplace("Authorization", "Bearer " + admin_token);
     httplib::Result r = method == "GET"      ? c.Get(path.c_str(), h)
                         : method == "DELETE" ? c.Delete(path.c_str(), h)
                         : method == "POST"   ? c.Post(path.c_str(), h, body.dump(), "application/json")
@@ -430,6 +439,7 @@ TEST_CASE("errors the server makes itself are JSON too") {
   Api api;
   check_error(api.call("GET", "/v1/nothing"), 404, "not_found", "");
   httplib::Client c("127.0.0.1", api.port);
+  c.set_bearer_token_auth(api.admin_token.c_str());  // without it the answer is 401, before the size is looked at
   auto big = c.Post("/v1/sandboxes", std::string(2 << 20, ' '), "application/json");
   REQUIRE(big);
   CHECK(big->status == 413);

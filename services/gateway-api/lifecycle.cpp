@@ -1,5 +1,6 @@
 #include "services/gateway-api/lifecycle.h"
 
+#include "shared/error.h"
 #include "shared/util.h"
 
 namespace bulwark::gateway {
@@ -33,10 +34,49 @@ void settle(v1::Sandbox& s, const google::protobuf::Timestamp& now) {
   if (s.phase() == v1::READY && s.has_exit_code()) transition(s, v1::EXITED, exited_reason(s.exit_code()), now);
 }
 
+// A report of the run before the last start (a stop's exit, arriving after the start): stale.
+bool stale(const v1::Sandbox& s, const v1::StateReport& r) {
+  if (!s.has_restarted_at() || !r.has_at()) return false;
+  if (r.kind() == v1::REPORT_SCHEDULED || r.kind() == v1::REPORT_FAILED) return false;
+  return to_millis(r.at()) < to_millis(s.restarted_at());
+}
+
 }  // namespace
+
+void check_can_stop(const v1::Sandbox& s) {
+  if (s.phase() != v1::READY && s.phase() != v1::EXITED)
+    throw Error(Code::kFailedPrecondition,
+                "sandbox " + s.sandbox_id() + " is " + v1::SandboxPhase_Name(s.phase()) + ": only a READY or EXITED sandbox can be stopped",
+                "phase");
+}
+
+bool mark_stopped(v1::Sandbox& s, const google::protobuf::Timestamp& now) {
+  if (s.phase() != v1::READY && s.phase() != v1::EXITED) return false;
+  s.set_workload_running(false);
+  transition(s, v1::STOPPED, "stopped on request; `start` runs it again", now);
+  return true;
+}
+
+void check_can_start(const v1::Sandbox& s) {
+  if (s.phase() != v1::STOPPED && s.phase() != v1::EXITED)
+    throw Error(Code::kFailedPrecondition,
+                "sandbox " + s.sandbox_id() + " is " + v1::SandboxPhase_Name(s.phase()) + ": only a STOPPED or EXITED sandbox can be started",
+                "phase");
+}
+
+void mark_restarting(v1::Sandbox& s, const google::protobuf::Timestamp& now) {
+  s.set_workload_running(false);
+  s.set_supervisor_checked_in(false);
+  s.clear_exit_code();
+  *s.mutable_restarted_at() = now;
+  transition(s, v1::STARTING, "start requested; waiting for the workload and its supervisor", now);
+}
 
 bool apply_report(v1::Sandbox& s, const v1::StateReport& r, const google::protobuf::Timestamp& now) {
   if (!is_live(s.phase())) return false;  // STOPPING, DELETED, FAILED: the outcome is decided
+  if (stale(s, r)) return false;
+  // STOPPED: the stop's own exit reports change nothing; only a vanished workload or a failure do.
+  if (s.phase() == v1::STOPPED && r.kind() != v1::REPORT_WORKLOAD_GONE && r.kind() != v1::REPORT_FAILED) return false;
   const std::string before = s.SerializeAsString();
   switch (r.kind()) {
     case v1::REPORT_SCHEDULED:

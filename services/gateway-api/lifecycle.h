@@ -4,6 +4,7 @@
 // the record consistent and idempotent (a repeated report changes nothing).
 //
 //   PENDING -> SCHEDULED -> STARTING -> READY -> EXITED -> STOPPING -> DELETED
+//   READY/EXITED -> STOPPED (stop) -> STARTING (start) -> READY
 //   any live phase -> FAILED (reason)
 // READY needs both facts: the driver saw the workload running AND the supervisor checked in.
 #include <google/protobuf/timestamp.pb.h>
@@ -24,6 +25,16 @@ void transition(v1::Sandbox& s, v1::SandboxPhase to, const std::string& reason,
 
 // Applies one report. Returns true when the record changed.
 bool apply_report(v1::Sandbox& s, const v1::StateReport& r, const google::protobuf::Timestamp& now);
+
+// stop: throws failed_precondition unless READY or EXITED (the only phases with a workload to stop).
+void check_can_stop(const v1::Sandbox& s);
+// After the driver stopped the workload: STOPPED. Returns true when it changed the record.
+bool mark_stopped(v1::Sandbox& s, const google::protobuf::Timestamp& now);
+// start: throws failed_precondition unless STOPPED or EXITED.
+void check_can_start(const v1::Sandbox& s);
+// Before asking the driver to start it again: STARTING with the facts of the last run cleared (the
+// new run must report running and check in again), restarted_at = now.
+void mark_restarting(v1::Sandbox& s, const google::protobuf::Timestamp& now);
 
 // True when a driver still reports a workload for a record that should have none: the gateway
 // then asks that driver to delete it (an orphan left by a crash or a race with delete).

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "services/gateway-api/lifecycle.h"
+#include "shared/error.h"
 
 using namespace bulwark;
 using namespace bulwark::gateway;
@@ -152,4 +153,58 @@ TEST_CASE("a workload that vanishes after its agent exited leaves the sandbox EX
   apply_report(t, report(v1::REPORT_WORKLOAD_GONE), at(3));
   CHECK(t.phase() == v1::FAILED);
   CHECK(t.reason().find("disappeared") != std::string::npos);
+}
+
+TEST_CASE("stop and start: STOPPED ignores the stop's own exit; start needs a new run's facts; late reports are stale") {
+  auto s = pending();
+  for (auto k : {v1::REPORT_SCHEDULED, v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_SUPERVISOR_CHECKED_IN})
+    apply_report(s, report(k), at(1));
+  REQUIRE(s.phase() == v1::READY);
+  CHECK_THROWS_AS(check_can_start(s), Error);
+  check_can_stop(s);
+  CHECK(mark_stopped(s, at(5)));
+  CHECK(s.phase() == v1::STOPPED);
+  CHECK_FALSE(s.workload_running());
+  CHECK_THROWS_AS(check_can_stop(s), Error);
+  // The stop makes the supervisor and the driver report an exit: the sandbox stays STOPPED.
+  auto exit = report(v1::REPORT_AGENT_EXITED, 143);
+  *exit.mutable_at() = at(5);
+  CHECK_FALSE(apply_report(s, exit, at(6)));
+  CHECK_FALSE(apply_report(s, report(v1::REPORT_WORKLOAD_EXITED, 143), at(6)));
+  CHECK(s.phase() == v1::STOPPED);
+  CHECK_FALSE(s.has_exit_code());
+
+  check_can_start(s);
+  mark_restarting(s, at(10));
+  CHECK(s.phase() == v1::STARTING);
+  CHECK_FALSE(s.supervisor_checked_in());
+  // A report of the old run that arrives late is ignored, by its timestamp.
+  CHECK_FALSE(apply_report(s, exit, at(11)));
+  CHECK_FALSE(s.has_exit_code());
+  auto running = report(v1::REPORT_WORKLOAD_RUNNING);
+  *running.mutable_at() = at(10);
+  auto checked_in = report(v1::REPORT_SUPERVISOR_CHECKED_IN);
+  *checked_in.mutable_at() = at(11);
+  CHECK(apply_report(s, running, at(11)));
+  CHECK(s.phase() == v1::STARTING);  // running alone is not READY: the new supervisor must check in
+  CHECK(apply_report(s, checked_in, at(12)));
+  CHECK(s.phase() == v1::READY);
+  CHECK(phases(s) == std::vector{v1::PENDING, v1::SCHEDULED, v1::STARTING, v1::READY, v1::STOPPED, v1::STARTING,
+                                 v1::READY});
+}
+
+TEST_CASE("a STOPPED sandbox whose workload vanishes FAILS; a deleting one cannot be started") {
+  auto s = pending();
+  for (auto k : {v1::REPORT_SCHEDULED, v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_SUPERVISOR_CHECKED_IN})
+    apply_report(s, report(k), at(1));
+  mark_stopped(s, at(2));
+  CHECK(apply_report(s, report(v1::REPORT_WORKLOAD_GONE), at(3)));
+  CHECK(s.phase() == v1::FAILED);
+  CHECK_THROWS_AS(check_can_start(s), Error);
+  try {
+    check_can_stop(s);
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::kFailedPrecondition);
+    CHECK(std::string(e.what()).find("FAILED") != std::string::npos);
+  }
 }

@@ -116,7 +116,7 @@ bool SandboxFilter::matches(const v1::Sandbox& s) const {
     auto it = s.spec().labels().find(k);
     if (it == s.spec().labels().end() || it->second != v) return false;
   }
-  return true;
+  return !owner || s.owner() == *owner;
 }
 
 std::string SandboxFilter::fingerprint() const {
@@ -124,6 +124,7 @@ std::string SandboxFilter::fingerprint() const {
   for (auto p : phases) s += "|p" + std::to_string(static_cast<int>(p));
   // Lengths first: "a=b" + "c" and "a" + "b=c" must not collide.
   for (const auto& [k, v] : labels) s += "|l" + std::to_string(k.size()) + ":" + k + std::to_string(v.size()) + ":" + v;
+  if (owner) s += "|o" + *owner;
   static constexpr char kHex[] = "0123456789abcdef";
   uint64_t h = fnv1a(s);
   std::string out;

@@ -27,6 +27,7 @@ struct SandboxFilter {
   bool include_deleted = false;                              // ?all=true
   std::vector<v1::SandboxPhase> phases;                      // ?phase=READY (repeatable: any of them)
   std::vector<std::pair<std::string, std::string>> labels;   // ?label=k=v (repeatable: all of them)
+  std::optional<std::string> owner;                          // a ci token's own only (authz.h list_owner)
 
   bool matches(const v1::Sandbox& s) const;
   // Stable across processes and builds: the same filter always gives the same string.

@@ -1,7 +1,10 @@
 #include "services/gateway-api/sandboxes.h"
 
+#include <cmath>
+
 #include <spdlog/spdlog.h>
 
+#include "services/gateway-api/gateway_metrics.h"
 #include "services/gateway-api/lifecycle.h"
 #include "shared/error.h"
 #include "shared/policy.h"
@@ -46,6 +49,13 @@ void normalize_spec(v1::SandboxSpec& spec, const SandboxDefaults& d) {
       throw Error(Code::kInvalidArgument, e.what(), "policy");
     }
   }
+  const auto& res = spec.resources();
+  if (!std::isfinite(res.cpus()) || res.cpus() < 0 || res.cpus() > 4096)
+    throw Error(Code::kInvalidArgument, "resources.cpus: must be between 0 (no limit) and 4096", "resources.cpus");
+  if (res.gpus() > 64) throw Error(Code::kInvalidArgument, "resources.gpus: at most 64", "resources.gpus");
+  if (res.pids() != 0 && res.pids() < 16)
+    throw Error(Code::kInvalidArgument, "resources.pids: at least 16 (the supervisor needs a few)", "resources.pids");
+  for (const auto& [k, v] : spec.driver_selector()) check_key("driver_selector", k);
   if (!spec.driver_kind().empty()) {
     bool known = false;
     for (const char* k : kDriverKinds) known = known || spec.driver_kind() == k;
@@ -60,7 +70,7 @@ Sandboxes::Sandboxes(Store& store, ControlPlane& cp, SandboxDefaults defaults)
 
 Sandboxes::~Sandboxes() { work_.shutdown(); }
 
-v1::Sandbox Sandboxes::create(v1::SandboxSpec spec, const std::string& key, bool* created) {
+v1::Sandbox Sandboxes::create(v1::SandboxSpec spec, const std::string& key, bool* created, const std::string& owner) {
   normalize_spec(spec, defaults_);
   for (int i = 0; i < spec.providers_size(); ++i) {
     const std::string field = "providers[" + std::to_string(i) + "]";
@@ -73,6 +83,7 @@ v1::Sandbox Sandboxes::create(v1::SandboxSpec spec, const std::string& key, bool
   s.set_sandbox_id(random_hex(8));
   s.set_name(spec.name());
   *s.mutable_spec() = spec;
+  s.set_owner(owner);
   *s.mutable_created_at() = now;
   transition(s, v1::PENDING, "waiting for a scheduler", now);
   auto stored = store_.insert(s, key, created);
@@ -118,6 +129,39 @@ v1::Sandbox Sandboxes::remove(const std::string& ref) {
     if (removed_) work_.post([this, id] { removed_(id); });
   }
   return after.value_or(s);
+}
+
+v1::Sandbox Sandboxes::stop(const std::string& ref, std::chrono::milliseconds grace) {
+  auto s = get(ref);
+  check_can_stop(s);
+  cp_.stop_workload(s.driver_id(), s.sandbox_id(), grace);
+  auto after = store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) { return mark_stopped(r, now_timestamp()); });
+  spdlog::info("sandbox {} stopped", s.sandbox_id());
+  return after.value_or(s);
+}
+
+v1::Sandbox Sandboxes::start(const std::string& ref) {
+  auto s = get(ref);
+  check_can_start(s);
+  // STARTING before the driver call: the new run's reports (running, check-in) may arrive before
+  // the driver answers, and must count.
+  auto starting = store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) {
+    check_can_start(r);  // again under the store's lock: a concurrent start or delete won
+    mark_restarting(r, now_timestamp());
+    return true;
+  });
+  try {
+    cp_.start_workload(s.driver_id(), s.sandbox_id());
+  } catch (const Error& e) {
+    store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) {
+      if (r.phase() != v1::STARTING) return false;
+      transition(r, v1::FAILED, std::string("start failed: ") + e.what(), now_timestamp());
+      return true;
+    });
+    throw;
+  }
+  spdlog::info("sandbox {} started again", s.sandbox_id());
+  return store_.find(s.sandbox_id()).value_or(*starting);
 }
 
 std::vector<v1::LogLine> Sandboxes::logs(const std::string& ref, size_t tail, const std::string& stream) {
@@ -211,7 +255,9 @@ void Sandboxes::on_report(const v1::StateReport& r) {
 }
 
 void Sandboxes::on_log(const v1::LogLine& line, uint64_t seq) {
-  if (store_.find(line.sandbox_id())) store_.append_log(line, seq);
+  if (!store_.find(line.sandbox_id())) return;
+  store_.append_log(line, seq);
+  count_denial(line);  // bulwark_denials_total: the sandboxes' confinement decisions
 }
 
 void Sandboxes::resume() {

@@ -29,6 +29,10 @@ class ControlPlane {
   virtual ~ControlPlane() = default;
   virtual v1::PlaceReply place(const v1::PlaceRequest& req) = 0;
   virtual void delete_workload(const std::string& driver_id, const std::string& sandbox_id) = 0;
+  // Stop keeps the workload (and its files) for start; both throw DriverAway when nobody answers.
+  virtual void stop_workload(const std::string& driver_id, const std::string& sandbox_id,
+                             std::chrono::milliseconds grace) = 0;
+  virtual void start_workload(const std::string& driver_id, const std::string& sandbox_id) = 0;
   // policy-service (services/policy-service/README.md): the gateway stores each sandbox's policy
   // there as version 1 before placing it, and relays the REST policy operations.
   virtual v1::PolicyWriteReply policy_set(const v1::PolicySetRequest& req) = 0;
@@ -53,13 +57,19 @@ class Sandboxes {
   Sandboxes(Store& store, ControlPlane& cp, SandboxDefaults defaults);
   ~Sandboxes();
 
-  v1::Sandbox create(v1::SandboxSpec spec, const std::string& idempotency_key, bool* created);
+  // owner: the token_id of the caller (authz.h), kept in the record.
+  v1::Sandbox create(v1::SandboxSpec spec, const std::string& idempotency_key, bool* created, const std::string& owner = {});
   v1::Sandbox get(const std::string& id_or_name);  // Error(kNotFound) when unknown
   std::vector<v1::Sandbox> list(bool include_deleted);
   // One page (paging.h): page_token "" for the first. Error names field page_token when the token
   // is malformed or was made for another filter.
   v1::ListSandboxesReply list(const SandboxFilter& f, const std::string& page_token, size_t limit);
   v1::Sandbox remove(const std::string& id_or_name);
+  // stop: READY/EXITED -> STOPPED once the driver stopped the workload (SIGTERM, grace, SIGKILL).
+  // start: STOPPED/EXITED -> STARTING, then READY when the new run checks in. Error
+  // failed_precondition (field phase) from any other phase.
+  v1::Sandbox stop(const std::string& id_or_name, std::chrono::milliseconds grace);
+  v1::Sandbox start(const std::string& id_or_name);
   std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail, const std::string& stream = "");
 
   // The sandbox's policy, by id or name (policy-service holds the versions).

@@ -52,6 +52,18 @@ TEST_CASE("normalize_spec fills defaults and names the bad field") {
   auto ld = spec_named("ok");
   (*ld.mutable_env())["LD_PRELOAD"] = "/tmp/evil.so";
   bad(ld, "env.LD_PRELOAD");
+  auto cpu = spec_named("ok");
+  cpu.mutable_resources()->set_cpus(-1);
+  bad(cpu, "resources.cpus");
+  auto pids = spec_named("ok");
+  pids.mutable_resources()->set_pids(3);
+  bad(pids, "resources.pids");
+  auto gpus = spec_named("ok");
+  gpus.mutable_resources()->set_gpus(65);
+  bad(gpus, "resources.gpus");
+  auto sel = spec_named("ok");
+  (*sel.mutable_driver_selector())[""] = "x";
+  bad(sel, "driver_selector");
 }
 
 TEST_CASE("create places the sandbox; the supervisor's check-in makes it READY") {
@@ -81,6 +93,51 @@ TEST_CASE("create places the sandbox; the supervisor's check-in makes it READY")
   REQUIRE(testing::wait_until([&] { return sb.get(s.sandbox_id()).phase() == v1::DELETED; }, 5s));
   std::lock_guard l(cp.mu);
   CHECK(cp.deleted == std::vector<std::string>{"podman-test/" + s.sandbox_id()});
+}
+
+TEST_CASE("stop asks the driver and keeps the record STOPPED; start makes it STARTING until the new run checks in") {
+  testing::TempDir dir;
+  Store store(dir.file("g.db"));
+  ScriptedControlPlane cp;
+  Sandboxes sb(store, cp, {});
+  bool created = false;
+  auto s = sb.create(spec_named("three"), "", &created);
+  REQUIRE(testing::wait_until([&] { return sb.get("three").phase() == v1::STARTING; }, 5s));
+  try {
+    sb.stop("three", 1s);  // not READY yet
+    FAIL("stopped a STARTING sandbox");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::kFailedPrecondition);
+    CHECK(e.field() == "phase");
+  }
+  v1::StateReport r;
+  r.set_sandbox_id(s.sandbox_id());
+  r.set_source(v1::SOURCE_SUPERVISOR);
+  r.set_kind(v1::REPORT_SUPERVISOR_CHECKED_IN);
+  *r.mutable_at() = now_timestamp();
+  sb.on_report(r);
+  REQUIRE(sb.get("three").phase() == v1::READY);
+  CHECK(sb.stop("three", 1s).phase() == v1::STOPPED);
+  CHECK_THROWS_AS(sb.stop("three", 1s), Error);
+  auto started = sb.start("three");
+  CHECK(started.phase() == v1::STARTING);
+  CHECK_FALSE(started.supervisor_checked_in());
+  {
+    std::lock_guard l(cp.mu);
+    CHECK(cp.stopped == std::vector<std::string>{"podman-test/" + s.sandbox_id()});
+    CHECK(cp.started == std::vector<std::string>{"podman-test/" + s.sandbox_id()});
+  }
+  std::this_thread::sleep_for(5ms);  // the new run's reports are stamped after restarted_at
+  *r.mutable_at() = now_timestamp();
+  sb.on_report(r);
+  v1::StateReport running;
+  running.set_sandbox_id(s.sandbox_id());
+  running.set_source(v1::SOURCE_DRIVER);
+  running.set_kind(v1::REPORT_WORKLOAD_RUNNING);
+  running.set_driver_id("podman-test");
+  *running.mutable_at() = now_timestamp();
+  sb.on_report(running);
+  CHECK(sb.get("three").phase() == v1::READY);
 }
 
 TEST_CASE("a placement error becomes FAILED with the scheduler's reason") {

@@ -77,7 +77,8 @@ TEST_CASE("the board: version, NATS, drivers, services live or not and why, sand
   CHECK(r.services(2).error() == "no answer within 100 ms");
   CHECK_FALSE(r.services(3).live());
   CHECK(r.services(3).error().find("not running") != std::string::npos);
-  CHECK(r.sandboxes_by_phase().size() == 8);  // every phase, zeros included
+  CHECK(r.sandboxes_by_phase().size() == 9);  // every phase, zeros included
+  CHECK(r.sandboxes_by_phase().at("STOPPED") == 0);
   CHECK(r.sandboxes_by_phase().at("READY") == 1);
   CHECK(r.sandboxes_by_phase().at("PENDING") == 0);
   CHECK(r.sandboxes_by_phase().count("PHASE_UNSPECIFIED") == 0);

@@ -105,6 +105,31 @@ Store::Store(const std::string& path) : path_(path) {
            body BLOB NOT NULL,
            created_ms INTEGER NOT NULL,
            PRIMARY KEY (scope, key)))");
+  // API tokens (tokens.h): secret_sha256 only, the secret itself is never stored.
+  exec(R"(CREATE TABLE IF NOT EXISTS tokens (
+           token_id TEXT PRIMARY KEY,
+           name TEXT NOT NULL,
+           scope TEXT NOT NULL,
+           secret_sha256 TEXT NOT NULL,
+           created_ms INTEGER NOT NULL,
+           expires_ms INTEGER NOT NULL DEFAULT 0,
+           revoked_ms INTEGER NOT NULL DEFAULT 0,
+           last_used_ms INTEGER NOT NULL DEFAULT 0,
+           created_by TEXT NOT NULL DEFAULT ''))");
+  // Every mutating REST call (audit_log.h); seq is the rowid, so ?since= pages in order.
+  exec(R"(CREATE TABLE IF NOT EXISTS audit (
+           seq INTEGER PRIMARY KEY AUTOINCREMENT,
+           at_ms INTEGER NOT NULL,
+           token_id TEXT NOT NULL,
+           token_name TEXT NOT NULL,
+           scope TEXT NOT NULL,
+           method TEXT NOT NULL,
+           path TEXT NOT NULL,
+           sandbox_id TEXT NOT NULL,
+           status INTEGER NOT NULL,
+           result TEXT NOT NULL,
+           remote_addr TEXT NOT NULL,
+           request_id TEXT NOT NULL))");
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -415,6 +440,87 @@ size_t Store::prune_idempotent(int64_t before_ms) {
   q.bind(1, before_ms);
   q.step();
   return static_cast<size_t>(sqlite3_changes(db_));
+}
+
+namespace {
+constexpr const char* kTokenCols =
+    "SELECT token_id, name, scope, secret_sha256, created_ms, expires_ms, revoked_ms, last_used_ms, created_by FROM tokens";
+}  // namespace
+
+TokenRow Store::token_row(Stmt& q) {
+  return TokenRow{q.text(0), q.text(1), q.text(2), q.text(3), q.integer(4), q.integer(5), q.integer(6), q.integer(7), q.text(8)};
+}
+
+void Store::insert_token(const TokenRow& t) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "INSERT INTO tokens(token_id, name, scope, secret_sha256, created_ms, expires_ms, revoked_ms, last_used_ms, "
+              "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  q.bind(1, t.token_id).bind(2, t.name).bind(3, t.scope).bind(4, t.secret_sha256).bind(5, t.created_ms).bind(6, t.expires_ms);
+  q.bind(7, t.revoked_ms).bind(8, t.last_used_ms).bind(9, t.created_by);
+  q.step();
+}
+
+std::optional<TokenRow> Store::find_token(const std::string& token_id) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, std::string(kTokenCols) + " WHERE token_id = ?");
+  q.bind(1, token_id);
+  if (!q.step()) return std::nullopt;
+  return token_row(q);
+}
+
+std::vector<TokenRow> Store::list_tokens() {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, std::string(kTokenCols) + " ORDER BY created_ms, token_id");
+  std::vector<TokenRow> out;
+  while (q.step()) out.push_back(token_row(q));
+  return out;
+}
+
+size_t Store::count_tokens() {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "SELECT COUNT(*) FROM tokens");
+  q.step();
+  return static_cast<size_t>(q.integer(0));
+}
+
+std::optional<TokenRow> Store::revoke_token(const std::string& token_id, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Stmt u(db_, "UPDATE tokens SET revoked_ms = ? WHERE token_id = ? AND revoked_ms = 0");
+  u.bind(1, now_ms).bind(2, token_id);
+  u.step();
+  Stmt q(db_, std::string(kTokenCols) + " WHERE token_id = ?");
+  q.bind(1, token_id);
+  if (!q.step()) return std::nullopt;
+  return token_row(q);
+}
+
+void Store::touch_token(const std::string& token_id, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "UPDATE tokens SET last_used_ms = ? WHERE token_id = ?");
+  q.bind(1, now_ms).bind(2, token_id);
+  q.step();
+}
+
+int64_t Store::append_audit(const AuditRow& r) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "INSERT INTO audit(at_ms, token_id, token_name, scope, method, path, sandbox_id, status, result, remote_addr, "
+              "request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  q.bind(1, r.at_ms).bind(2, r.token_id).bind(3, r.token_name).bind(4, r.scope).bind(5, r.method).bind(6, r.path);
+  q.bind(7, r.sandbox_id).bind(8, static_cast<int64_t>(r.status)).bind(9, r.result).bind(10, r.remote_addr).bind(11, r.request_id);
+  q.step();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+std::vector<AuditRow> Store::list_audit(int64_t since, size_t limit) {
+  std::lock_guard lock(mu_);
+  Stmt q(db_, "SELECT seq, at_ms, token_id, token_name, scope, method, path, sandbox_id, status, result, remote_addr, request_id "
+              "FROM audit WHERE seq > ? ORDER BY seq LIMIT ?");
+  q.bind(1, since).bind(2, static_cast<int64_t>(limit));
+  std::vector<AuditRow> out;
+  while (q.step())
+    out.push_back(AuditRow{q.integer(0), q.integer(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6), q.text(7),
+                           static_cast<int>(q.integer(8)), q.text(9), q.text(10), q.text(11)});
+  return out;
 }
 
 }  // namespace bulwark::gateway

@@ -36,6 +36,29 @@ struct ProviderRow {
   int64_t updated_ms = 0;
 };
 
+// An API token as stored (tokens.h): the secret only as its SHA-256, never clear. Times in ms
+// since the epoch; 0 = not set (never expires, not revoked, never used).
+struct TokenRow {
+  std::string token_id;
+  std::string name;
+  std::string scope;
+  std::string secret_sha256;  // hex
+  int64_t created_ms = 0;
+  int64_t expires_ms = 0;
+  int64_t revoked_ms = 0;
+  int64_t last_used_ms = 0;
+  std::string created_by;
+};
+
+// One row of the audit log (audit_log.h). seq is assigned by the store.
+struct AuditRow {
+  int64_t seq = 0;
+  int64_t at_ms = 0;
+  std::string token_id, token_name, scope, method, path, sandbox_id;
+  int status = 0;
+  std::string result, remote_addr, request_id;
+};
+
 class Store {
  public:
   explicit Store(const std::string& path);  // creates the file and schema; throws Error with the path
@@ -90,6 +113,19 @@ class Store {
   void save_idempotent(const std::string& scope, const std::string& key, const IdempotentResponse& r);
   size_t prune_idempotent(int64_t before_ms);
 
+  // API tokens. insert: Error(kAlreadyExists) on a token_id collision (then draw another).
+  void insert_token(const TokenRow& t);
+  std::optional<TokenRow> find_token(const std::string& token_id);
+  std::vector<TokenRow> list_tokens();  // oldest first
+  size_t count_tokens();
+  // Sets revoked_ms unless already revoked; nullopt when there is no such token.
+  std::optional<TokenRow> revoke_token(const std::string& token_id, int64_t now_ms);
+  void touch_token(const std::string& token_id, int64_t now_ms);
+
+  // The audit log: append returns the row's seq; list gives rows with seq > since, oldest first.
+  int64_t append_audit(const AuditRow& r);
+  std::vector<AuditRow> list_audit(int64_t since, size_t limit);
+
  private:
   struct Stmt;
   void exec(const char* sql);
@@ -97,6 +133,7 @@ class Store {
   std::vector<v1::Sandbox> query_records(const std::string& sql);
   std::string provider_use_locked(const std::string& name);
   static ProviderRow provider_row(Stmt& q);
+  static TokenRow token_row(Stmt& q);
 
   std::mutex mu_;
   sqlite3* db_ = nullptr;

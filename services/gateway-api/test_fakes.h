@@ -31,6 +31,15 @@ struct ScriptedControlPlane : ControlPlane {
     std::lock_guard l(mu);
     deleted.push_back(driver + "/" + id);
   }
+  std::vector<std::string> stopped, started;  // "<driver>/<sandbox_id>"
+  void stop_workload(const std::string& driver, const std::string& id, std::chrono::milliseconds) override {
+    std::lock_guard l(mu);
+    stopped.push_back(driver + "/" + id);
+  }
+  void start_workload(const std::string& driver, const std::string& id) override {
+    std::lock_guard l(mu);
+    started.push_back(driver + "/" + id);
+  }
   std::vector<std::string> policies;  // "<sandbox_id>: <yaml>" stored before placement
   v1::PolicyWriteReply policy_set(const v1::PolicySetRequest& req) override {
     std::lock_guard l(mu);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "services/policy-service/merge.h"
+#include "shared/metrics.h"
 #include "shared/subjects.h"
 
 namespace bulwark::policy_service {
@@ -40,6 +41,37 @@ policy::Policy parse_stored(const v1::PolicyRecord& r) {
     std::string msg = label + " no longer passes validation, so its static sections cannot be compared: ";
     for (size_t i = 0; i < e.problems.size(); ++i) msg += (i ? "; " : "") + e.problems[i].to_string();
     throw Error(Code::kFailedPrecondition, msg, "sandbox_id");
+  }
+}
+
+// Prometheus (docs/observability.md). Per-sandbox versions would make one series per sandbox: the
+// count of versions stored stands in for them.
+metrics::Family<metrics::Counter>& requests_total() {
+  static auto& f = metrics::registry().counter(
+      "bulwark_policy_requests_total", "Policy requests handled, by op (set, update, get, list, validate) and result.",
+      {"op", "result"});
+  return f;
+}
+metrics::Family<metrics::Histogram>& request_seconds() {
+  static auto& f = metrics::registry().histogram(
+      "bulwark_policy_request_duration_seconds", "Time to handle a policy request (a --wait write: until stored, not acked).",
+      {"op"});
+  return f;
+}
+metrics::Family<metrics::Counter>& validation_failures() {
+  static auto& f = metrics::registry().counter(
+      "bulwark_policy_validation_failures_total", "Policies refused by validation, by op (set, update, validate).", {"op"});
+  return f;
+}
+
+// parse_or_throw, counting the refusal.
+policy::Policy validated(const std::string& op, const std::string& yaml, const std::string& filename,
+                         const std::string& field) {
+  try {
+    return parse_or_throw(yaml, filename, field);
+  } catch (const Error&) {
+    validation_failures().with({op}).inc();
+    throw;
   }
 }
 
@@ -220,7 +252,11 @@ PolicyApi::PolicyApi(Bus& bus, ApiOptions o)
       return;
     }
     auto owned = std::make_shared<Msg>(std::move(m));
-    work_.post([this, owned] { bus_.reply_with(*owned, [&] { handle(owned); }); });
+    work_.post([this, owned] {
+      std::string op(owned->subject().substr(subjects::policy_op("").size()));
+      if (op != "set" && op != "update" && op != "get" && op != "list" && op != "validate") op = "unknown";  // bounded labels
+      bus_.reply_with(*owned, [&] { metrics::observe(requests_total(), request_seconds(), {op}, [&] { handle(owned); }); });
+    });
   });
   bus_.flush();
 }
@@ -249,7 +285,7 @@ void PolicyApi::handle(const std::shared_ptr<Msg>& m) {
     check_wait(req.wait_ms());
     const std::string filename = req.filename().empty() ? "policy.yaml" : req.filename();
     // Validate before touching the store: a bad policy costs no KV call.
-    const policy::Policy next_policy = parse_or_throw(req.yaml(), filename, "yaml");
+    const policy::Policy next_policy = validated("set", req.yaml(), filename, "yaml");
     write(
         m, req.sandbox_id(), req.wait_ms(),
         [&](const v1::PolicyRecord* latest) {
@@ -272,8 +308,8 @@ void PolicyApi::handle(const std::shared_ptr<Msg>& m) {
                         "sandbox_id");
           std::string yaml = apply_operations(latest->yaml(), req.operations());
           // Problems point into the merged text: the paths say where.
-          auto next = parse_or_throw(
-              yaml, "sandbox " + req.sandbox_id() + " version " + std::to_string(latest->version() + 1) + " (updated)",
+          auto next = validated(
+              "update", yaml, "sandbox " + req.sandbox_id() + " version " + std::to_string(latest->version() + 1) + " (updated)",
               "operations");
           check_static_sections(parse_stored(*latest), next);
           return yaml;
@@ -307,6 +343,8 @@ void PolicyApi::write(const std::shared_ptr<Msg>& m, const std::string& sandbox_
   Ticket ticket(acks_);
   if (wait_ms > 0) ticket.expect(sandbox_id);
   WriteResult r = store_.write(sandbox_id, next, author, reason);
+  static auto& stored = metrics::registry().counter("bulwark_policy_versions_stored_total", "New policy versions written to the store.");
+  if (r.changed) stored.get().inc();
   if (r.changed)
     spdlog::info("sandbox {}: policy version {} stored (sha256 {}, author '{}')", sandbox_id, r.record.version(),
                  r.record.sha256().substr(0, 12), author);
@@ -368,6 +406,7 @@ v1::PolicyValidateReply PolicyApi::validate(const v1::PolicyValidateRequest& req
     *out.add_problems() = to_proto({filename, 1, 1, "",
                                     "the policy is " + std::to_string(req.yaml().size()) +
                                         " bytes; policy-service stores at most " + std::to_string(kMaxYamlBytes)});
+    validation_failures().with({"validate"}).inc();
     return out;
   }
   try {
@@ -380,6 +419,7 @@ v1::PolicyValidateReply PolicyApi::validate(const v1::PolicyValidateRequest& req
     for (const auto& problem : e.problems) *out.add_problems() = to_proto(problem);
   }
   out.set_valid(out.problems().empty());
+  if (!out.valid()) validation_failures().with({"validate"}).inc();
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "bulwark/v1/sandbox.pb.h"
+#include "shared/metrics.h"
 #include "shared/subjects.h"
 #include "shared/util.h"
 
@@ -45,6 +46,25 @@ struct Slot {
   Slot& operator=(const Slot&) = delete;
   std::atomic<int>& n_;
 };
+
+// Prometheus (docs/observability.md), from the call's audit event: provider is the backend that
+// answered ("none" when no backend did), status the HTTP status the caller got.
+void count_call(const v1::InferenceEvent& ev) {
+  static auto& calls = metrics::registry().counter("bulwark_inference_calls_total",
+                                                   "Inference calls answered, by provider and HTTP status.", {"provider", "status"});
+  static auto& seconds = metrics::registry().histogram(
+      "bulwark_inference_call_duration_seconds", "Time from receiving an inference call to its last byte relayed, by provider.",
+      {"provider"}, {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
+  static auto& request_bytes = metrics::registry().counter("bulwark_inference_request_bytes_total",
+                                                           "Request body bytes of inference calls, by provider.", {"provider"});
+  static auto& response_bytes = metrics::registry().counter(
+      "bulwark_inference_response_bytes_total", "Response body bytes relayed to callers, by provider.", {"provider"});
+  const std::string provider = ev.provider().empty() ? "none" : ev.provider();
+  calls.with({provider, std::to_string(ev.status())}).inc();
+  seconds.with({provider}).observe(ev.latency_ms() / 1000);
+  request_bytes.with({provider}).inc(static_cast<double>(ev.request_bytes()));
+  response_bytes.with({provider}).inc(static_cast<double>(ev.response_bytes()));
+}
 
 }  // namespace
 
@@ -439,6 +459,7 @@ void Router::finish(Call& c, const FrameWriter& w) {
   if (w.head_sent()) c.ev.set_first_byte_ms(ms_between(c.received, w.head_at()));
   c.ev.set_response_bytes(w.body_bytes());
   if (c.ev.provider().empty()) c.ev.clear_backend_model();
+  count_call(c.ev);
   publish_event(c.sandbox_id, std::move(c.ev));
 }
 

@@ -19,13 +19,16 @@ class DriverRegistry {
   // A heartbeat with draining=true removes the driver at once (it is shutting down).
   void observe(const v1::DriverHeartbeat& hb, Clock::time_point now);
   void forget(const std::string& driver_id);
-  // Counts a placement against the driver until its next heartbeat reports the truth.
-  void reserve(const std::string& driver_id);
+  // Counts a placement (a slot and its GPUs) against the driver until its next heartbeat reports
+  // the truth.
+  void reserve(const std::string& driver_id, uint32_t gpus = 0);
   std::vector<v1::DriverHeartbeat> live(Clock::time_point now) const;
 
-  // The live driver of the requested kind (any kind when empty) with the most free slots, ties
-  // broken by id so that replicas agree. Throws Error(kUnavailable) with a reason a user can act
-  // on: no driver at all, none of that kind, or all full.
+  // Among live drivers of the requested kind (any when empty) whose labels include every pair of
+  // spec.driver_selector and that have the GPUs spec.resources asks for: the one with the most
+  // free slots, ties broken by id so that replicas agree. Throws Error(kUnavailable) with a reason
+  // a user can act on: no driver at all, none of that kind, none with those labels, none with
+  // those GPUs free, or all full.
   std::string pick(const v1::SandboxSpec& spec, Clock::time_point now, const std::set<std::string>& exclude = {}) const;
 
  private:

@@ -76,3 +76,47 @@ TEST_CASE("the reasons say what to start") {
   r.observe(hb("p1", "podman", 0), t);
   CHECK(reason(r, kind("podman"), t) == "all 1 podman driver(s) are at capacity: delete sandboxes or add a driver");
 }
+
+TEST_CASE("driver_selector: only drivers whose labels include every pair; the reason names the labels") {
+  DriverRegistry r;
+  auto t = Clock::now();
+  auto a = hb("a", "podman", 9);
+  (*a.mutable_labels())["zone"] = "eu";
+  auto b = hb("b", "podman", 5);
+  (*b.mutable_labels())["zone"] = "us";
+  (*b.mutable_labels())["disk"] = "ssd";
+  r.observe(a, t);
+  r.observe(b, t);
+  auto s = kind("");
+  (*s.mutable_driver_selector())["zone"] = "us";
+  CHECK(r.pick(s, t) == "b");  // fewer free slots, but the only one in zone us
+  (*s.mutable_driver_selector())["disk"] = "hdd";
+  auto why = reason(r, s, t);
+  CHECK(why.find("disk=hdd,zone=us") != std::string::npos);
+  try {
+    r.pick(s, t);
+  } catch (const Error& e) {
+    CHECK(e.field() == "driver_selector");
+  }
+}
+
+TEST_CASE("GPUs: only drivers with that many free; reserve takes them until the next heartbeat") {
+  DriverRegistry r;
+  auto t = Clock::now();
+  auto a = hb("a", "docker", 9);
+  auto g = hb("g", "docker", 2);
+  g.set_gpus_free(2);
+  r.observe(a, t);
+  r.observe(g, t);
+  auto s = kind("");
+  s.mutable_resources()->set_gpus(2);
+  CHECK(r.pick(s, t) == "g");
+  r.reserve("g", 2);
+  auto why = reason(r, s, t);
+  CHECK(why.find("2 free GPU(s)") != std::string::npos);
+  s.mutable_resources()->set_gpus(0);
+  CHECK(r.pick(s, t) == "a");
+  r.observe(g, t);  // the heartbeat says the GPUs are free again
+  s.mutable_resources()->set_gpus(1);
+  CHECK(r.pick(s, t) == "g");
+}

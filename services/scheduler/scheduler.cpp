@@ -9,6 +9,21 @@
 
 namespace bulwark::scheduler {
 
+namespace {
+// Prometheus (docs/observability.md): placements by result and how long they took (the driver's
+// create included), and the live drivers by kind, read at each scrape.
+auto& placements() {
+  static auto& f = metrics::registry().counter("bulwark_placements_total",
+                                               "Placement requests answered, by result (ok or the error code).", {"result"});
+  return f;
+}
+auto& placement_seconds() {
+  static auto& f = metrics::registry().histogram(
+      "bulwark_placement_duration_seconds", "Time from a placement request to its answer, the driver's create included.", {});
+  return f;
+}
+}  // namespace
+
 Scheduler::Scheduler(Bus& bus, SchedulerOptions o) : bus_(bus), o_(o), work_(static_cast<size_t>(o.workers), "place") {
   heartbeats_ = bus_.subscribe(subjects::kDriverHeartbeat, [this](Msg& m) {
     v1::DriverHeartbeat hb;
@@ -18,6 +33,19 @@ Scheduler::Scheduler(Bus& bus, SchedulerOptions o) : bus_(bus), o_(o), work_(sta
     }
     std::lock_guard lock(mu_);
     registry_.observe(hb, Clock::now());
+  });
+  auto& live = metrics::registry().gauge("bulwark_drivers_live", "Drivers whose heartbeats this scheduler hears, by kind.", {"kind"});
+  drivers_metric_ = metrics::registry().add_collector([this, &live] {
+    std::map<std::string, double> by_kind;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& hb : registry_.live(Clock::now())) by_kind[hb.kind()] += 1;
+    }
+    for (const auto& kind : seen_kinds_) by_kind.try_emplace(kind, 0);  // a kind that went away reads 0
+    for (const auto& [kind, n] : by_kind) {
+      live.with({kind}).set(n);
+      seen_kinds_.insert(kind);
+    }
   });
   // Placement waits on a driver: hand it to a worker so the delivery thread keeps taking requests.
   place_ = bus_.queue_subscribe(subjects::kPlace, subjects::kSchedulerQueue, [this](Msg& m) {
@@ -29,7 +57,7 @@ Scheduler::Scheduler(Bus& bus, SchedulerOptions o) : bus_(bus), o_(o), work_(sta
             !is_subject_token(req.sandbox_id()))
           throw Error(Code::kInvalidArgument, "bulwark.sched.place needs a PlaceRequest with a valid sandbox_id",
                       "sandbox_id");
-        bus_.respond(*owned, place(req));
+        bus_.respond(*owned, metrics::observe(placements(), placement_seconds(), {}, [&] { return place(req); }));
       });
     });
   });
@@ -44,7 +72,7 @@ v1::PlaceReply Scheduler::place(const v1::PlaceRequest& req) {
         std::lock_guard lock(mu_);
         try {
           driver = registry_.pick(req.spec(), Clock::now(), tried);
-          registry_.reserve(driver);
+          registry_.reserve(driver, req.spec().resources().gpus());
           continue;
         } catch (const Error&) {
           if (Clock::now() - started_ >= o_.warmup) throw;  // the user-facing reason

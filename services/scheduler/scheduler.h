@@ -3,9 +3,12 @@
 // queue group, so any number of replicas share the work. Stateless: a restarted replica knows
 // every driver again after one heartbeat interval.
 #include <mutex>
+#include <set>
+#include <string>
 
 #include "services/scheduler/placement.h"
 #include "shared/bus.h"
+#include "shared/metrics.h"
 #include "shared/service.h"
 #include "shared/work_queue.h"
 
@@ -33,6 +36,8 @@ class Scheduler : public Component {
   std::mutex mu_;
   DriverRegistry registry_;
   WorkQueue work_;
+  std::set<std::string> seen_kinds_;          // of bulwark_drivers_live; only its collector uses it
+  metrics::Registry::Collector drivers_metric_;  // reads registry_: goes before it
   Subscription heartbeats_, place_;
 };
 

@@ -123,6 +123,7 @@ class DockerSuite {
                                      std::to_string(http_port_), "--db", dir_.file("gateway.db"), "--start-timeout", "30"});
     if (!wait_until([&] { return port_open(http_port_); }, 10s))
       throw Error(Code::kUnavailable, "gateway-api did not start:\n" + logs_of("gateway-api"));
+    if (admin_token_.empty()) admin_token_ = read_admin_token(dir_.file("admin.token"));
   }
   void start_driver() {
     driver_ = spawn("driver-docker", {bin("bulwark-driver-docker"), "--nats-url", nats_.url(), "--docker-socket",
@@ -161,6 +162,7 @@ class DockerSuite {
   httplib::Client http() const {
     httplib::Client c("http://127.0.0.1:" + std::to_string(http_port_));
     c.set_read_timeout(30);
+    c.set_bearer_token_auth(admin_token_.c_str());
     return c;
   }
   json create(json spec) {
@@ -230,6 +232,7 @@ class DockerSuite {
   BridgeNats nats_;
   int http_port_;
   std::string driver_id_;
+  std::string admin_token_;
   std::unique_ptr<Bus> bus_;
   std::mutex mu_;
   std::vector<v1::StateReport> reports_;

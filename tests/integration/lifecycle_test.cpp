@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <thread>
 
 #include "services/driver-podman/podman_client.h"
 #include "tests/integration/suite.h"
@@ -71,6 +72,49 @@ TEST_CASE("deleting a sandbox removes its container") {
   CHECK(list.value("sandboxes", json::array()).empty());
   auto all = json::parse(suite.client().Get("/v1/sandboxes?all=true")->body);
   CHECK(all["sandboxes"].size() == 1);
+}
+
+TEST_CASE("stop keeps the container and its files; start runs it again to READY; the phase rules are enforced") {
+  Suite suite;
+  // Each run appends to a file in /sandbox and prints it: the second run sees the first's line.
+  auto s = suite.create({{"name", "pausable"},
+                         {"command", {"sh", "-c", "echo run >> /sandbox/runs; echo runs=$(wc -l < /sandbox/runs); exec sleep 600"}}});
+  std::string id = s["sandbox_id"];
+  s = suite.wait_phase(id, {"READY", "FAILED"});
+  REQUIRE_MESSAGE(s["phase"] == "READY", s.dump(2));
+  REQUIRE(wait_until([&] { auto l = log_lines(suite, id); return std::find(l.begin(), l.end(), "runs=1") != l.end(); }, 10s));
+
+  auto start_early = suite.client().Post("/v1/sandboxes/" + id + "/start", "{}", "application/json");
+  REQUIRE(start_early);
+  CHECK(start_early->status == 409);  // READY: nothing to start
+  CHECK(json::parse(start_early->body)["error"]["field"] == "phase");
+  auto bad = suite.client().Post("/v1/sandboxes/" + id + "/stop", R"({"grace_s": "soon"})", "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(json::parse(bad->body)["error"]["field"] == "grace_s");
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = suite.client().Post("/v1/sandboxes/" + id + "/stop", R"({"grace_s": 5})", "application/json");
+  REQUIRE(r);
+  REQUIRE_MESSAGE(r->status == 200, r->body);
+  MESSAGE("stop: " << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count()
+                   << " ms");
+  CHECK(json::parse(r->body)["phase"] == "STOPPED");
+  CHECK(container_exists(id));
+  std::this_thread::sleep_for(1500ms);  // the driver's poll reports the exit: the sandbox stays STOPPED
+  CHECK(suite.get(id)["phase"] == "STOPPED");
+
+  t0 = std::chrono::steady_clock::now();
+  r = suite.client().Post("/v1/sandboxes/" + id + "/start", "", "application/json");
+  REQUIRE(r);
+  REQUIRE_MESSAGE(r->status == 202, r->body);
+  CHECK(json::parse(r->body)["phase"] == "STARTING");
+  s = suite.wait_phase(id, {"READY", "FAILED"});
+  MESSAGE("start to READY: "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count() << " ms");
+  REQUIRE_MESSAGE(s["phase"] == "READY", s.dump(2));
+  CHECK(s["supervisor_checked_in"] == true);
+  REQUIRE(wait_until([&] { auto l = log_lines(suite, id); return std::find(l.begin(), l.end(), "runs=2") != l.end(); }, 10s));
 }
 
 TEST_CASE("a gateway restarted mid-way keeps its records and catches up on what happened meanwhile") {

@@ -33,6 +33,8 @@ struct Reply {
 class Recorder {
  public:
   explicit Recorder(json* observations) : out_(observations) {}
+  // Sent as Authorization: Bearer unless the call names its own Authorization header.
+  std::string token;
 
   // path: the spec's template (/v1/sandboxes/{sandbox_id}); url: what is requested. body: sent raw
   // (nullopt: no body).
@@ -40,6 +42,7 @@ class Recorder {
              const std::optional<std::string>& body = std::nullopt, const httplib::Headers& headers = {}) {
     httplib::Client c(base_url);
     c.set_read_timeout(30);
+    if (!token.empty() && !headers.count("Authorization")) c.set_bearer_token_auth(token.c_str());
     const std::string b = body.value_or("");
     httplib::Result r = method == "GET"      ? c.Get(url, headers)
                         : method == "DELETE" ? c.Delete(url, headers)
@@ -108,6 +111,7 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   Recorder rec(&observations);
   Suite suite;
   const std::string gw = suite.gateway_url();
+  rec.token = suite.admin_token();
   auto t0 = std::chrono::steady_clock::now();
 
   // --- operations ---------------------------------------------------------------------------
@@ -159,6 +163,24 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   }, 10s);
   expect(rec, gw, 200, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/" + id + "/logs?tail=5");
   expect(rec, gw, 400, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/" + id + "/logs?stream=bogus");
+
+  // --- exec and files (docs/exec.md) ----------------------------------------------------------
+  const std::string exec_path = "/v1/sandboxes/{sandbox_id}/exec", files_path = "/v1/sandboxes/{sandbox_id}/files";
+  expect(rec, gw, 200, "POST", exec_path, "/v1/sandboxes/" + id + "/exec", json{{"command", {"sh", "-c", "echo hi; exit 2"}}});
+  expect(rec, gw, 400, "POST", exec_path, "/v1/sandboxes/" + id + "/exec", json{{"command", json::array()}});
+  expect(rec, gw, 404, "POST", exec_path, "/v1/sandboxes/no-such-sandbox/exec", json{{"command", {"true"}}});
+  {
+    TempDir files("bulwark-openapi-files");
+    std::filesystem::create_directories(files.file("d"));
+    std::ofstream(files.file("d/f.txt")) << "contract\n";
+    REQUIRE(Process::spawn({.argv = {"tar", "-c", "-f", files.file("d.tar"), "-C", files.path(), "d"}}).wait() == 0);
+    std::string tar = read_file(files.file("d.tar"));
+    CHECK(rec.call(gw, "PUT", files_path, "/v1/sandboxes/" + id + "/files?path=/tmp", tar).status == 200);
+    CHECK(rec.call(gw, "PUT", files_path, "/v1/sandboxes/" + id + "/files?path=/usr", tar).status == 403);
+  }
+  expect(rec, gw, 200, "GET", files_path, "/v1/sandboxes/" + id + "/files?path=/tmp/d/f.txt");
+  expect(rec, gw, 404, "GET", files_path, "/v1/sandboxes/" + id + "/files?path=/tmp/none");
+  expect(rec, gw, 400, "GET", files_path, "/v1/sandboxes/" + id + "/files?path=relative");
   expect(rec, gw, 404, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/no-such-sandbox/logs");
 
   // --- policies -----------------------------------------------------------------------------
@@ -221,6 +243,19 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   expect(rec, gw, 204, "DELETE", "/v1/providers/{name}", "/v1/providers/local");
   expect(rec, gw, 404, "DELETE", "/v1/providers/{name}", "/v1/providers/local");
 
+  // --- stop / start ---------------------------------------------------------------------------
+  const std::string stop_path = "/v1/sandboxes/{sandbox_id}/stop", start_path = "/v1/sandboxes/{sandbox_id}/start";
+  expect(rec, gw, 409, "POST", start_path, "/v1/sandboxes/" + id + "/start", json::object());  // READY
+  expect(rec, gw, 400, "POST", stop_path, "/v1/sandboxes/" + id + "/stop", json{{"grace_s", 301}});
+  expect(rec, gw, 400, "POST", stop_path, "/v1/sandboxes/" + id + "/stop", json{{"wait", true}});
+  expect(rec, gw, 404, "POST", stop_path, "/v1/sandboxes/no-such-sandbox/stop", json::object());
+  expect(rec, gw, 200, "POST", stop_path, "/v1/sandboxes/" + id + "/stop", json{{"grace_s", 2}});
+  expect(rec, gw, 409, "POST", stop_path, "/v1/sandboxes/" + id + "/stop", json::object());  // STOPPED
+  expect(rec, gw, 400, "POST", start_path, "/v1/sandboxes/" + id + "/start", json{{"grace_s", 1}});
+  expect(rec, gw, 404, "POST", start_path, "/v1/sandboxes/no-such-sandbox/start", json::object());
+  expect(rec, gw, 202, "POST", start_path, "/v1/sandboxes/" + id + "/start", json::object());
+  suite.wait_phase(id, {"READY"});
+
   // --- deletes ------------------------------------------------------------------------------
   expect(rec, gw, 202, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + id);
   expect(rec, gw, 404, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/no-such-sandbox");
@@ -228,6 +263,30 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   expect(rec, gw, 200, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + id);
   rec.call(gw, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + second.body.value("sandbox_id", ""));
   expect(rec, gw, 200, "GET", "/v1/status", "/v1/status");
+
+  // --- tokens and the audit log -------------------------------------------------------------
+  auto ro = expect(rec, gw, 201, "POST", "/v1/tokens", "/v1/tokens", json{{"name", "contract-ro"}, {"scope", "read-only"}});
+  CHECK(ro.body.value("token", "").starts_with("bwk_"));
+  expect(rec, gw, 201, "POST", "/v1/tokens", "/v1/tokens",
+         json{{"name", "contract-ci"}, {"scope", "ci"}, {"expires_in_s", 3600}});
+  expect(rec, gw, 400, "POST", "/v1/tokens", "/v1/tokens", json{{"name", "x"}, {"scope", "root"}});
+  expect(rec, gw, 400, "POST", "/v1/tokens", "/v1/tokens", json{{"name", "x"}, {"scope", "ci"}, {"colour", "red"}});
+  httplib::Headers as_ro = {{"Authorization", "Bearer " + ro.body.value("token", "")}};
+  httplib::Headers garbage = {{"Authorization", "Bearer not-a-token"}};
+  expect(rec, gw, 403, "POST", "/v1/tokens", "/v1/tokens", json{{"name", "y"}, {"scope", "admin"}}, as_ro);
+  auto listed = expect(rec, gw, 200, "GET", "/v1/tokens", "/v1/tokens");
+  CHECK(listed.raw.find(ro.body.value("token", "")) == std::string::npos);
+  expect(rec, gw, 403, "GET", "/v1/tokens", "/v1/tokens", std::nullopt, as_ro);
+  auto unauth = expect(rec, gw, 401, "GET", "/v1/tokens", "/v1/tokens", std::nullopt, garbage);
+  CHECK(httplib::detail::get_header_value(unauth.headers, "WWW-Authenticate", 0, "") == std::string("Bearer realm=\"bulwark\""));
+  expect(rec, gw, 401, "GET", "/v1/sandboxes", "/v1/sandboxes", std::nullopt, garbage);
+  expect(rec, gw, 403, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + id, std::nullopt, as_ro);
+  expect(rec, gw, 200, "GET", "/v1/audit", "/v1/audit?limit=5");
+  expect(rec, gw, 200, "GET", "/v1/audit", "/v1/audit?since=3&limit=1000");
+  expect(rec, gw, 400, "GET", "/v1/audit", "/v1/audit?since=-1");
+  expect(rec, gw, 200, "DELETE", "/v1/tokens/{token_id}", "/v1/tokens/" + ro.body.value("token_id", ""));
+  expect(rec, gw, 401, "GET", "/v1/sandboxes", "/v1/sandboxes", std::nullopt, as_ro);  // revoked: refused at once
+  expect(rec, gw, 404, "DELETE", "/v1/tokens/{token_id}", "/v1/tokens/ffffffffffff");
 
   // Not a route: the server's own 404 is JSON too (not an operation, so checked here).
   auto none = httplib::Client(gw).Get("/v1/nothing-here");
@@ -245,6 +304,7 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
                                          "--db", tmp.file("g.db"), "--rate-limit", "1", "--rate-burst", "1"},
                                 .output_file = tmp.file("gateway.log")});
     REQUIRE_MESSAGE(wait_until([&] { return port_open(port); }, 10s), read_file(tmp.file("gateway.log")));
+    rec.token = read_admin_token(tmp.file("admin.token"));
     expect(rec, gw2, 200, "GET", "/v1/providers", "/v1/providers");
     auto limited = expect(rec, gw2, 429, "GET", "/v1/providers", "/v1/providers");
     CHECK(httplib::detail::get_header_value(limited.headers, "Retry-After", 0, "") == std::string("1"));

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <memory>
@@ -18,6 +19,13 @@ namespace bulwark::testing {
 
 std::string bin(const std::string& name) { return std::string(BULWARK_BIN_DIR) + "/" + name; }
 std::string source_dir() { return BULWARK_SOURCE_DIR; }
+
+std::string read_admin_token(const std::string& path) {
+  std::string t = read_file(path);
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  if (t.rfind("bwk_", 0) != 0) throw Error(Code::kInternal, "no admin token in " + path + " (the gateway writes it on first start)");
+  return t;
+}
 
 namespace {
 struct PodmanService {
@@ -53,11 +61,11 @@ const std::string& podman_socket() {
   return service.socket;
 }
 
-Suite::Suite() : dir_("bulwark-suite") {
+Suite::Suite(SuiteOptions o) : o_(o), dir_("bulwark-suite") {
   podman_socket();
   http_port_ = free_port();
   gateway_url_ = "http://127.0.0.1:" + std::to_string(http_port_);
-  driver_id_ = "podman-it-" + random_hex(4);
+  driver_id_ = o_.driver.substr(o_.driver.find('-') + 1) + "-it-" + random_hex(4);
   start_gateway();
   policy_service_ = spawn("policy-service", {bin("bulwark-policy-service"), "--nats-url", nats_.url()});
   start_scheduler();
@@ -88,8 +96,9 @@ void Suite::wait_ready() {
     v1::DriverHeartbeat hb;
     if (hb.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())) && hb.driver_id() == driver_id_) ++beats;
   });
-  if (!wait_until([&] { return beats >= 2; }, std::chrono::seconds(10)))
-    throw Error(Code::kUnavailable, "driver-podman sent no heartbeat:\n" + logs_of("driver-podman"));
+  // driver-vm probes KVM with a short boot before its first heartbeat.
+  if (!wait_until([&] { return beats >= 2; }, std::chrono::seconds(60)))
+    throw Error(Code::kUnavailable, o_.driver + " sent no heartbeat:\n" + logs_of(o_.driver));
 }
 
 void Suite::start_router(const std::vector<std::string>& flags) {
@@ -122,7 +131,21 @@ Suite::~Suite() {
   }
 }
 
+int Suite::metrics_port(const std::string& service) const {
+  auto it = metrics_ports_.find(service);
+  if (it == metrics_ports_.end())
+    throw Error(Code::kNotFound, service + " serves no metrics here (construct the Suite with SuiteOptions{.metrics = true})");
+  return it->second;
+}
+
 Process Suite::spawn(const std::string& name, std::vector<std::string> argv) {
+  if (o_.metrics) {
+    auto [it, fresh] = metrics_ports_.try_emplace(name, 0);
+    while (fresh && (it->second == 0 || it->second == http_port_ || it->second == http_port_ + 1 ||
+                     std::count_if(metrics_ports_.begin(), metrics_ports_.end(), [&](const auto& e) { return e.second == it->second; }) > 1))
+      it->second = free_port();
+    argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:" + std::to_string(it->second)});
+  }
   return Process::spawn({.argv = std::move(argv), .output_file = dir_.file(name + ".log")});
 }
 
@@ -131,6 +154,11 @@ void Suite::start_gateway() {
                                    std::to_string(http_port_), "--db", dir_.file("gateway.db"), "--start-timeout", "30"});
   if (!wait_until([&] { return port_open(http_port_); }, std::chrono::seconds(10)))
     throw Error(Code::kUnavailable, "gateway-api did not start:\n" + logs_of("gateway-api"));
+  // Written before the gateway listens; kept across restarts (tokens live in gateway.db).
+  if (admin_token_.empty()) {
+    admin_token_ = read_admin_token(dir_.file("admin.token"));
+    ::setenv("BULWARK_TOKEN", admin_token_.c_str(), 1);  // for the bulwark CLI the tests run
+  }
 }
 void Suite::stop_gateway(int sig) {
   gateway_.signal(sig);
@@ -138,8 +166,11 @@ void Suite::stop_gateway(int sig) {
 }
 void Suite::start_scheduler() { scheduler_ = spawn("scheduler", {bin("bulwark-scheduler"), "--nats-url", nats_.url()}); }
 void Suite::start_driver() {
-  driver_ = spawn("driver-podman", {bin("bulwark-driver-podman"), "--nats-url", nats_.url(), "--podman-socket",
-                                    podman_socket(), "--driver-id", driver_id_, "--heartbeat", "0.2", "--poll", "0.2"});
+  std::vector<std::string> argv = {bin("bulwark-" + o_.driver), "--nats-url", nats_.url(), "--driver-id", driver_id_,
+                                   "--heartbeat", "0.2", "--poll", "0.2"};
+  if (o_.driver == "driver-podman") argv.insert(argv.end(), {"--podman-socket", podman_socket()});
+  argv.insert(argv.end(), o_.driver_args.begin(), o_.driver_args.end());
+  driver_ = spawn(o_.driver, argv);
 }
 void Suite::stop_driver(int sig) {
   driver_.signal(sig);
@@ -149,6 +180,7 @@ void Suite::stop_driver(int sig) {
 httplib::Client Suite::client() const {
   httplib::Client c(gateway_url_);
   c.set_read_timeout(30);
+  c.set_bearer_token_auth(admin_token_.c_str());
   return c;
 }
 
@@ -180,7 +212,7 @@ nlohmann::json Suite::wait_phase(const std::string& id, const std::set<std::stri
   if (!ok)
     throw Error(Code::kTimeout, "sandbox " + id + " did not reach the expected phase; last record:\n" + last.dump(2) +
                                     "\n--- gateway-api ---\n" + logs_of("gateway-api") + "\n--- scheduler ---\n" +
-                                    logs_of("scheduler") + "\n--- driver-podman ---\n" + logs_of("driver-podman") +
+                                    logs_of("scheduler") + "\n--- " + o_.driver + " ---\n" + logs_of(o_.driver) +
                                     "\n--- policy-service ---\n" + logs_of("policy-service"));
   return last;
 }

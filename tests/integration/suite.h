@@ -4,8 +4,10 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "shared/process.h"
 #include "tests/support/support.h"
@@ -14,14 +16,25 @@ namespace bulwark::testing {
 
 std::string bin(const std::string& name);  // path of a built executable
 std::string source_dir();
+// The first line of an admin.token file a gateway wrote; Error when it holds no token.
+std::string read_admin_token(const std::string& path);
 
 // One podman API service per test binary (started on first use), on a private socket, with the
 // project's containers.conf; the base image is built if missing.
 const std::string& podman_socket();
 
+struct SuiteOptions {
+  // Each service started also serves --metrics-listen 127.0.0.1:<free port> (metrics_port()).
+  bool metrics = false;
+  // The compute driver to run instead of driver-podman ("driver-docker", "driver-vm",
+  // "driver-k8s") and its flags; the suite adds --nats-url, --driver-id, --heartbeat and --poll.
+  std::string driver = "driver-podman";
+  std::vector<std::string> driver_args;
+};
+
 class Suite {
  public:
-  Suite();
+  explicit Suite(SuiteOptions o = {});
   ~Suite();
   Suite(const Suite&) = delete;
   Suite& operator=(const Suite&) = delete;
@@ -40,6 +53,13 @@ class Suite {
   const std::string& driver_id() const { return driver_id_; }
   const std::string& gateway_url() const { return gateway_url_; }
   const std::string& nats_url() const { return nats_.url(); }
+  NatsServer& nats() { return nats_; }
+  // The --metrics-listen port of a service ("gateway-api", "scheduler", "driver-podman",
+  // "policy-service", "privacy-router"); Error when the suite runs without SuiteOptions::metrics.
+  int metrics_port(const std::string& service) const;
+  // The admin token the gateway wrote on its first start (admin.token beside gateway.db). client()
+  // sends it, and the suite exports it as BULWARK_TOKEN for the CLI it runs.
+  const std::string& admin_token() const { return admin_token_; }
   httplib::Client client() const;
 
   // REST helpers: throw with the response body when the status is not the expected one.
@@ -52,11 +72,14 @@ class Suite {
 
  private:
   Process spawn(const std::string& name, std::vector<std::string> argv);
+  SuiteOptions o_;
+  std::map<std::string, int> metrics_ports_;  // by service, kept across restarts
   TempDir dir_;
   NatsServer nats_;
   int http_port_;
   std::string gateway_url_;
   std::string driver_id_;
+  std::string admin_token_;
   Process gateway_, scheduler_, driver_, policy_service_, router_;
 };
 

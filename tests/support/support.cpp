@@ -16,20 +16,31 @@
 namespace bulwark::testing {
 
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+// Binds 127.0.0.1:port (0: any) and returns the port bound, or -1.
+int bind_loopback(int port) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
+  a.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    throw Error(Code::kInternal, errno_text("bind a free port", errno));
-  }
-  ::close(fd);
+  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    return -1;
   return ntohs(a.sin_port);
+}
+}  // namespace
+
+int free_port() {
+  // The port after it must be free too: gateway-api's connect listener defaults to its HTTP port
+  // + 1, and outgoing connections take ports from the same ephemeral range.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int p = bind_loopback(0);
+    if (p < 0) throw Error(Code::kInternal, errno_text("bind a free port", errno));
+    if (p < 65535 && bind_loopback(p + 1) == p + 1) return p;
+  }
+  throw Error(Code::kInternal, "found no free loopback port whose next port is free too");
 }
 
 bool port_open(int port) {

@@ -13,6 +13,7 @@ namespace bulwark::testing {
 
 using bulwark::TempDir;  // shared/util.h
 
+// A free loopback port whose next port is free too (gateway-api listens on HTTP port + 1 for connect).
 int free_port();
 // Polls pred every 20 ms until it holds or timeout passes. Returns whether it held.
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);

@@ -1,0 +1,309 @@
+#include "shared/driver_host.h"
+
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <cctype>
+#include <filesystem>
+
+#include "shared/audit.h"
+#include "shared/metrics.h"
+#include "shared/subjects.h"
+#include "shared/util.h"
+
+namespace bulwark {
+
+namespace {
+// Prometheus (docs/observability.md): every contract op by result, its latency, and what the last
+// heartbeat said (workloads held, free slots).
+metrics::Family<metrics::Counter>& ops_total() {
+  static auto& f = metrics::registry().counter("bulwark_driver_ops_total",
+                                               "Driver contract requests served, by op and result (ok or the error code).",
+                                               {"op", "result"});
+  return f;
+}
+metrics::Family<metrics::Histogram>& op_seconds() {
+  static auto& f = metrics::registry().histogram("bulwark_driver_op_duration_seconds",
+                                                 "Time the backend took to serve a driver contract request, by op.", {"op"});
+  return f;
+}
+
+void check_sandbox_id(const std::string& id) {
+  if (!is_subject_token(id)) throw Error(Code::kInvalidArgument, "sandbox_id '" + id + "' is not valid", "sandbox_id");
+}
+}  // namespace
+
+std::string normalize_driver_id(std::string id) {
+  for (char& c : id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!is_subject_token(id))
+    throw Error(Code::kInvalidArgument, "--driver-id '" + id + "' may hold only a-z, 0-9, '-' and '_'", "driver-id");
+  return id;
+}
+
+std::string default_supervisor_bundle() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : (exe.parent_path() / "supervisor-bundle").string();
+}
+
+void check_supervisor_bundle(const std::string& dir) {
+  if (::access((dir + "/bin/bulwark-supervisor").c_str(), X_OK) != 0)
+    throw Error(Code::kFailedPrecondition,
+                "no supervisor bundle at " + dir +
+                    " (build the project, or set --supervisor-bundle to what scripts/bundle-supervisor wrote)",
+                "supervisor-bundle");
+}
+
+void enable_kernel_audit() {
+  if (std::string why = audit::ensure_enabled(); !why.empty())
+    spdlog::warn("kernel audit is off and could not be switched on ({}): sandboxes will not log Landlock denials", why);
+}
+
+std::map<std::string, std::string> parse_labels(const std::vector<std::string>& pairs, const std::string& flag) {
+  std::map<std::string, std::string> out;
+  for (const auto& p : pairs) {
+    auto eq = p.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error(Code::kInvalidArgument, "--" + flag + " '" + p + "' is not KEY=VALUE", flag);
+    out[p.substr(0, eq)] = p.substr(eq + 1);
+  }
+  return out;
+}
+
+DriverHost::DriverHost(Bus& bus, std::unique_ptr<DriverBackend> backend, DriverHostOptions o)
+    : bus_(bus), backend_(std::move(backend)), o_(std::move(o)), work_(o_.workers, o_.kind) {
+  serve_async<v1::DriverCapabilitiesRequest, v1::DriverCapabilities>("capabilities",
+                                                                     [this](const auto&) { return capabilities(); });
+  serve_async<v1::DriverValidateRequest, v1::DriverValidateReply>("validate", [this](const auto& r) { return validate(r); });
+  serve_async<v1::DriverCreateRequest, v1::DriverCreateReply>("create", [this](const auto& r) { return create(r); });
+  serve_async<v1::DriverDeleteRequest, v1::DriverDeleteReply>("delete", [this](const auto& r) { return remove(r); });
+  serve_async<v1::DriverStopRequest, v1::DriverStopReply>("stop", [this](const auto& r) { return stop_workload(r); });
+  serve_async<v1::DriverStartRequest, v1::DriverStartReply>("start", [this](const auto& r) { return start_workload(r); });
+  serve_async<v1::DriverGetRequest, v1::WorkloadStatus>("get", [this](const auto& r) { return get(r); });
+  serve_async<v1::DriverListRequest, v1::DriverListReply>("list", [this](const auto&) { return list(); });
+
+  poll();  // reconcile what a previous run left before announcing capacity
+  heartbeat(false);
+  ticker_ = std::thread([this] {
+    auto next_beat = std::chrono::steady_clock::now() + o_.heartbeat;
+    auto next_poll = std::chrono::steady_clock::now() + o_.poll;
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      cv_.wait_until(lock, std::min(next_beat, next_poll), [this] { return stopping_; });
+      if (stopping_) break;
+      lock.unlock();
+      auto now = std::chrono::steady_clock::now();
+      try {
+        if (now >= next_poll) {
+          poll();
+          next_poll = now + o_.poll;
+        }
+        if (now >= next_beat) {
+          heartbeat(false);
+          next_beat = now + o_.heartbeat;
+        }
+      } catch (const std::exception& e) {
+        spdlog::warn("driver tick: {}", e.what());
+      }
+      lock.lock();
+    }
+  });
+}
+
+// Requests wait on the backend: run them on workers, so creates proceed in parallel.
+template <class Req, class Rep>
+void DriverHost::serve_async(const std::string& op, std::function<Rep(const Req&)> fn) {
+  subs_.push_back(bus_.subscribe(subjects::driver_op(o_.driver_id, op), [this, fn, op](Msg& m) {
+    auto owned = std::make_shared<Msg>(std::move(m));
+    work_.post([this, owned, fn, op] {
+      bus_.reply_with(*owned, [&] {
+        Req req;
+        if (!req.ParseFromArray(owned->data().data(), static_cast<int>(owned->data().size())))
+          throw Error(Code::kInvalidArgument, "expected a " + req.GetTypeName());
+        bus_.respond(*owned, metrics::observe(ops_total(), op_seconds(), {op}, [&] { return fn(req); }));
+      });
+    });
+  }));
+}
+
+DriverHost::~DriverHost() {
+  stop();
+  if (ticker_.joinable()) ticker_.join();
+}
+
+void DriverHost::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  try {
+    heartbeat(true);  // the scheduler forgets this driver now, not three beats later
+    bus_.flush();
+  } catch (const std::exception& e) {
+    spdlog::warn("could not announce draining: {}", e.what());
+  }
+  work_.shutdown();
+}
+
+void DriverHost::heartbeat(bool draining) {
+  uint32_t used = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, st] : known_) used += st.exited() ? 0 : 1;
+  }
+  v1::DriverHeartbeat hb;
+  hb.set_driver_id(o_.driver_id);
+  hb.set_kind(o_.kind);
+  hb.set_capacity(o_.capacity);
+  hb.set_free_slots(used >= o_.capacity ? 0 : o_.capacity - used);
+  static auto& workloads = metrics::registry().gauge("bulwark_driver_workloads", "Workloads this driver holds that have not exited.");
+  static auto& free_slots = metrics::registry().gauge("bulwark_driver_free_slots", "Sandboxes this driver can still take (capacity - workloads).");
+  workloads.get().set(used);
+  free_slots.get().set(hb.free_slots());
+  hb.set_interval_ms(static_cast<uint32_t>(o_.heartbeat.count()));
+  hb.set_draining(draining);
+  hb.set_version(kVersion);
+  for (const auto& [k, v] : o_.labels) (*hb.mutable_labels())[k] = v;
+  hb.set_gpus_free(backend_->gpus_free());
+  *hb.mutable_at() = now_timestamp();
+  bus_.publish(subjects::kDriverHeartbeat, hb);
+}
+
+void DriverHost::report(const std::string& sandbox_id, v1::ReportKind kind, const std::string& workload_id,
+                        int exit_code, const std::string& reason) {
+  v1::StateReport r;
+  r.set_sandbox_id(sandbox_id);
+  r.set_source(v1::SOURCE_DRIVER);
+  r.set_kind(kind);
+  r.set_driver_id(o_.driver_id);
+  r.set_workload_id(workload_id);
+  r.set_exit_code(exit_code);
+  r.set_reason(reason);
+  *r.mutable_at() = now_timestamp();
+  bus_.js_publish(subjects::sandbox_state(sandbox_id), r);
+}
+
+void DriverHost::remember(const v1::WorkloadStatus& st) {
+  std::lock_guard lock(mu_);
+  known_[st.sandbox_id()] = st;
+}
+
+void DriverHost::poll() {
+  std::map<std::string, v1::WorkloadStatus> now;
+  for (auto& st : backend_->list())
+    if (!st.sandbox_id().empty()) now[st.sandbox_id()] = std::move(st);
+  std::map<std::string, v1::WorkloadStatus> before;
+  {
+    std::lock_guard lock(mu_);
+    before = known_;
+  }
+  for (const auto& [id, st] : now) {
+    auto it = before.find(id);
+    bool was_running = it != before.end() && it->second.running();
+    bool was_exited = it != before.end() && it->second.exited();
+    if (st.running() && !was_running) report(id, v1::REPORT_WORKLOAD_RUNNING, st.workload_id(), 0);
+    if (st.exited() && !was_exited) report(id, v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code(), st.reason());
+  }
+  for (const auto& [id, st] : before) {
+    if (now.count(id)) continue;
+    // A list taken while the backend changes a workload can miss it: only a failed get says gone.
+    if (auto again = backend_->get(id)) {
+      now[id] = *again;
+      continue;
+    }
+    report(id, v1::REPORT_WORKLOAD_GONE, st.workload_id(), 0, "the " + o_.kind + " workload was removed outside Bulwark");
+  }
+  std::lock_guard lock(mu_);
+  // Entries added by create() during this pass are kept; the next pass settles them.
+  for (auto& [id, st] : now) known_[id] = st;
+  for (auto it = known_.begin(); it != known_.end();)
+    it = (!now.count(it->first) && before.count(it->first)) ? known_.erase(it) : std::next(it);
+}
+
+v1::DriverCapabilities DriverHost::capabilities() const {
+  v1::DriverCapabilities caps;
+  backend_->capabilities(caps);
+  caps.set_driver_id(o_.driver_id);
+  caps.set_kind(o_.kind);
+  caps.set_version(kVersion);
+  return caps;
+}
+
+v1::DriverValidateReply DriverHost::validate(const v1::DriverValidateRequest& req) {
+  v1::DriverValidateReply r;
+  for (auto& w : backend_->validate(req.spec())) r.add_warnings(std::move(w));
+  return r;
+}
+
+v1::DriverCreateReply DriverHost::create(const v1::DriverCreateRequest& req) {
+  const auto& id = req.sandbox_id();
+  check_sandbox_id(id);
+  auto reply = backend_->create(id, req.spec());
+  v1::WorkloadStatus st;
+  st.set_sandbox_id(id);
+  st.set_workload_id(reply.workload_id());
+  st.set_running(true);
+  if (!reply.adopted()) {
+    remember(st);
+    try {
+      report(id, v1::REPORT_WORKLOAD_RUNNING, reply.workload_id(), 0);
+    } catch (const Error& e) {
+      spdlog::warn("sandbox {}: running report not stored ({}); the create reply carries it", id, e.what());
+    }
+  }
+  return reply;
+}
+
+v1::DriverDeleteReply DriverHost::remove(const v1::DriverDeleteRequest& req) {
+  check_sandbox_id(req.sandbox_id());
+  bool existed = backend_->remove(req.sandbox_id());
+  {
+    std::lock_guard lock(mu_);
+    known_.erase(req.sandbox_id());
+  }
+  spdlog::info("sandbox {}: workload {}", req.sandbox_id(), existed ? "removed" : "was already gone");
+  v1::DriverDeleteReply r;
+  r.set_existed(existed);
+  return r;
+}
+
+v1::DriverStopReply DriverHost::stop_workload(const v1::DriverStopRequest& req) {
+  check_sandbox_id(req.sandbox_id());
+  auto grace = req.grace_ms() ? std::chrono::milliseconds(req.grace_ms()) : o_.default_grace;
+  v1::DriverStopReply r;
+  r.set_existed(backend_->stop(req.sandbox_id(), grace));
+  spdlog::info("sandbox {}: workload {}", req.sandbox_id(), r.existed() ? "stopped" : "not found to stop");
+  return r;  // the next poll reports WORKLOAD_EXITED with the code the stop produced
+}
+
+v1::DriverStartReply DriverHost::start_workload(const v1::DriverStartRequest& req) {
+  check_sandbox_id(req.sandbox_id());
+  v1::DriverStartReply r;
+  r.set_workload_id(backend_->start(req.sandbox_id()));
+  v1::WorkloadStatus st;
+  st.set_sandbox_id(req.sandbox_id());
+  st.set_workload_id(r.workload_id());
+  st.set_running(true);
+  remember(st);
+  report(req.sandbox_id(), v1::REPORT_WORKLOAD_RUNNING, r.workload_id(), 0);
+  spdlog::info("sandbox {}: workload started again", req.sandbox_id());
+  return r;
+}
+
+v1::WorkloadStatus DriverHost::get(const v1::DriverGetRequest& req) {
+  check_sandbox_id(req.sandbox_id());
+  auto st = backend_->get(req.sandbox_id());
+  if (!st) throw Error(Code::kNotFound, "no " + o_.kind + " workload for sandbox " + req.sandbox_id(), "sandbox_id");
+  return *st;
+}
+
+v1::DriverListReply DriverHost::list() {
+  v1::DriverListReply r;
+  for (auto& st : backend_->list()) *r.add_workloads() = std::move(st);
+  return r;
+}
+
+}  // namespace bulwark
