@@ -1,5 +1,9 @@
 #include "shared/util.h"
 
+#include <string_view>
+
+#include <cstdio>
+
 #include <climits>
 
 #include <cstdint>
@@ -95,6 +99,20 @@ int64_t parse_bytes(const std::string& text, const std::string& field) {
   int64_t n = std::stoll(text.substr(0, digits));
   if (n > (INT64_MAX >> it->second)) throw Error(Code::kInvalidArgument, field + ": '" + text + "' is too large", field);
   return n << it->second;
+}
+
+std::string url_path_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("-._~/:@").find(ch) != std::string_view::npos) {
+      out.push_back(ch);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(ch));
+      out += buf;
+    }
+  }
+  return out;
 }
 
 }  // namespace bulwark

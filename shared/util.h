@@ -37,4 +37,8 @@ class TempDir {
 // (invalid_argument, field) on anything else.
 int64_t parse_bytes(const std::string& text, const std::string& field);
 
+// Percent-encodes what may not stand in a URL path segment, keeping '/' (an image name's, which
+// the Docker and Podman routers take as is), ':' and '@'.
+std::string url_path_escape(const std::string& s);
+
 }  // namespace bulwark

@@ -42,3 +42,8 @@ TEST_CASE("parse_bytes: sizes with binary units; anything else names the field")
     }
   }
 }
+
+TEST_CASE("url_path_escape keeps what a path segment may hold and encodes the rest") {
+  CHECK(url_path_escape("localhost/bulwark/base:latest") == "localhost/bulwark/base:latest");
+  CHECK(url_path_escape("a b?c#d%") == "a%20b%3Fc%23d%25");
+}

@@ -9,8 +9,11 @@
 #include <sstream>
 #include <string_view>
 
+#include <spdlog/spdlog.h>
+
 #include "services/driver-docker/container_spec.h"
 #include "shared/error.h"
+#include "shared/util.h"
 
 namespace bulwark::docker {
 
@@ -28,20 +31,6 @@ std::string docker_message(const httplib::Result& r) {
   return "HTTP " + std::to_string(r->status) + " " + r->body.substr(0, 200);
 }
 
-std::string path_param(const std::string& s) {
-  // Names and ids travel in the path; '/' is part of an image name and docker's router takes it.
-  std::string out;
-  for (char ch : s) {
-    if (std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("-._~/:@").find(ch) != std::string_view::npos) {
-      out.push_back(ch);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(ch));
-      out += buf;
-    }
-  }
-  return out;
-}
 
 std::string query(const std::string& s) { return httplib::detail::encode_query_param(s); }
 
@@ -101,7 +90,7 @@ void DockerClient::ping() {
 }
 
 bool DockerClient::image_exists(const std::string& image) {
-  auto r = call("image inspect", [&](httplib::Client& c) { return c.Get(std::string(kApi) + "/images/" + path_param(image) + "/json"); });
+  auto r = call("image inspect", [&](httplib::Client& c) { return c.Get(std::string(kApi) + "/images/" + url_path_escape(image) + "/json"); });
   if (r->status == 200) return true;
   if (r->status == 404) return false;
   fail("image inspect " + image, r);
@@ -133,12 +122,12 @@ std::string DockerClient::create_container(const std::string& name, const nlohma
 }
 
 void DockerClient::start_container(const std::string& id) {
-  auto r = call("start", [&](httplib::Client& c) { return c.Post(std::string(kApi) + "/containers/" + path_param(id) + "/start"); });
+  auto r = call("start", [&](httplib::Client& c) { return c.Post(std::string(kApi) + "/containers/" + url_path_escape(id) + "/start"); });
   if (r->status != 204 && r->status != 304) fail("start container " + id, r);
 }
 
 std::optional<nlohmann::json> DockerClient::inspect_container(const std::string& id) {
-  auto r = call("inspect", [&](httplib::Client& c) { return c.Get(std::string(kApi) + "/containers/" + path_param(id) + "/json"); });
+  auto r = call("inspect", [&](httplib::Client& c) { return c.Get(std::string(kApi) + "/containers/" + url_path_escape(id) + "/json"); });
   if (r->status == 404) return std::nullopt;
   if (r->status != 200) fail("inspect container " + id, r);
   return nlohmann::json::parse(r->body);
@@ -146,7 +135,7 @@ std::optional<nlohmann::json> DockerClient::inspect_container(const std::string&
 
 bool DockerClient::stop_container(const std::string& id, int grace_s) {
   auto r = call("stop", [&](httplib::Client& c) {
-    return c.Post(std::string(kApi) + "/containers/" + path_param(id) + "/stop?t=" + std::to_string(grace_s));
+    return c.Post(std::string(kApi) + "/containers/" + url_path_escape(id) + "/stop?t=" + std::to_string(grace_s));
   });
   if (r->status == 404) return false;
   if (r->status != 204 && r->status != 304) fail("stop container " + id, r);  // 304: already stopped
@@ -156,12 +145,13 @@ bool DockerClient::stop_container(const std::string& id, int grace_s) {
 bool DockerClient::remove_container(const std::string& id, int grace_s) {
   // Docker's forced remove is an immediate SIGKILL: stop first, so the supervisor can pass the
   // signal on and report the agent's end.
-  auto stop = call("stop", [&](httplib::Client& c) {
-    return c.Post(std::string(kApi) + "/containers/" + path_param(id) + "/stop?t=" + std::to_string(grace_s));
-  });
-  if (stop->status == 404) return false;
+  try {
+    if (!stop_container(id, grace_s)) return false;
+  } catch (const Error& e) {
+    spdlog::debug("stop before remove of {}: {}; removing by force", id, e.what());
+  }
   auto r = call("remove", [&](httplib::Client& c) {
-    return c.Delete(std::string(kApi) + "/containers/" + path_param(id) + "?force=true&v=true");
+    return c.Delete(std::string(kApi) + "/containers/" + url_path_escape(id) + "?force=true&v=true");
   });
   if (r->status == 404) return false;
   // A concurrent remove of the same container (a repeated delete) is under way: it goes anyway.
@@ -181,7 +171,7 @@ nlohmann::json DockerClient::list_containers(const std::string& label_filter) {
 }
 
 std::optional<nlohmann::json> DockerClient::inspect_network(const std::string& name) {
-  auto r = call("network inspect", [&](httplib::Client& c) { return c.Get(std::string(kApi) + "/networks/" + path_param(name)); });
+  auto r = call("network inspect", [&](httplib::Client& c) { return c.Get(std::string(kApi) + "/networks/" + url_path_escape(name)); });
   if (r->status == 404) return std::nullopt;
   if (r->status != 200) fail("network inspect " + name, r);
   return nlohmann::json::parse(r->body);

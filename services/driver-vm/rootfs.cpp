@@ -20,19 +20,6 @@ namespace {
 // Podman's compat API and dockerd both answer this version.
 constexpr const char* kApi = "/v1.40";
 
-std::string path_param(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    if (std::isalnum(static_cast<unsigned char>(ch)) || std::string("-._~/:@").find(ch) != std::string::npos) {
-      out.push_back(ch);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(ch));
-      out += buf;
-    }
-  }
-  return out;
-}
 
 std::unique_ptr<httplib::Client> client(const std::string& socket, int read_timeout_s) {
   auto c = std::make_unique<httplib::Client>(socket);
@@ -70,7 +57,7 @@ Error unreachable(const std::string& engine, const std::string& socket, const ht
 
 ImageInfo ImageSource::inspect(const std::string& image) {
   auto c = client(socket_, 30);
-  auto r = c->Get(std::string(kApi) + "/images/" + path_param(image) + "/json");
+  auto r = c->Get(std::string(kApi) + "/images/" + url_path_escape(image) + "/json");
   if (!r) throw unreachable(engine_, socket_, r);
   if (r->status == 404)
     throw Error(Code::kFailedPrecondition,

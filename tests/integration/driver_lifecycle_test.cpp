@@ -126,21 +126,7 @@ TEST_CASE("lifecycle on vm (real QEMU microVMs under TCG)") {
   std::string vm_dir = std::string(BULWARK_BIN_DIR) + "/vm";  // kernel + initramfs, cached beside the binaries
   REQUIRE(Process::spawn({.argv = {source_dir() + "/scripts/build-vm-initrd", vm_dir}}).wait() == 0);
   TempDir state("bulwark-vm-lifecycle");
-  // QEMU is daemonized and outlives the driver: a failed test must not leave its VMs running.
-  struct KillVms {
-    std::string sandboxes;
-    ~KillVms() {
-      std::error_code ec;
-      for (const auto& e : std::filesystem::directory_iterator(sandboxes, ec)) {
-        try {
-          int pid = std::stoi(read_file((e.path() / "qemu.pid").string()));
-          if (read_file("/proc/" + std::to_string(pid) + "/cmdline").find(e.path().string()) != std::string::npos)
-            ::kill(pid, SIGKILL);
-        } catch (const std::exception&) {
-        }
-      }
-    }
-  } kill_vms{state.file("state") + "/sandboxes"};
+  VmReaper kill_vms{state.file("state") + "/sandboxes"};  // a failed test must not leave its VMs running
   Suite suite({.driver = "driver-vm",
                .driver_args = {"--state-dir", state.file("state"), "--kernel", vm_dir + "/vmlinuz", "--initrd",
                                vm_dir + "/initrd.img", "--accel", "auto", "--image-engine", "podman", "--image-socket",

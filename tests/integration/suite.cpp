@@ -1,5 +1,7 @@
 #include "tests/integration/suite.h"
 
+#include <filesystem>
+
 #include <signal.h>
 
 #include <algorithm>
@@ -59,6 +61,19 @@ struct PodmanService {
 const std::string& podman_socket() {
   static PodmanService service;  // lives until the test binary exits
   return service.socket;
+}
+
+VmReaper::~VmReaper() {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(sandboxes, ec)) {
+    try {
+      int pid = std::stoi(read_file((e.path() / "qemu.pid").string()));
+      if (read_file("/proc/" + std::to_string(pid) + "/cmdline").find(e.path().string()) != std::string::npos)
+        ::kill(pid, SIGKILL);
+    } catch (const std::exception&) {
+      // no pidfile, or the VM is gone already: nothing to kill
+    }
+  }
 }
 
 Suite::Suite(SuiteOptions o) : o_(o), dir_("bulwark-suite") {

@@ -23,6 +23,13 @@ std::string read_admin_token(const std::string& path);
 // project's containers.conf; the base image is built if missing.
 const std::string& podman_socket();
 
+// driver-vm daemonizes QEMU, which outlives the driver: kills, when destroyed, every QEMU whose
+// pidfile lies under `sandboxes` (<state-dir>/sandboxes), so a failed test leaves no VM running.
+struct VmReaper {
+  std::string sandboxes;
+  ~VmReaper();
+};
+
 struct SuiteOptions {
   // Each service started also serves --metrics-listen 127.0.0.1:<free port> (metrics_port()).
   bool metrics = false;

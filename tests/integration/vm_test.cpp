@@ -118,21 +118,7 @@ TEST_CASE("driver-vm: a sandbox in a QEMU microVM, from create to delete") {
   auto bus = Bus::connect({nats.url(), "vm-test"});
   bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
   TempDir dir("bulwark-vm-test");
-  // QEMU is daemonized and outlives the driver: a failed test must not leave its VMs running.
-  struct KillVms {
-    std::string sandboxes;
-    ~KillVms() {
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(sandboxes, ec)) {
-        try {
-          int pid = std::stoi(read_file((e.path() / "qemu.pid").string()));
-          if (read_file("/proc/" + std::to_string(pid) + "/cmdline").find(e.path().string()) != std::string::npos)
-            ::kill(pid, SIGKILL);
-        } catch (const std::exception&) {
-        }
-      }
-    }
-  } kill_vms{dir.file("state") + "/sandboxes"};
+  VmReaper kill_vms{dir.file("state") + "/sandboxes"};  // a failed test must not leave its VMs running
   const std::string driver_id = "vm-it-" + random_hex(3);
   VmDriver driver(nats.url(), dir.file("state"), vm_dir, dir.file("driver.log"), driver_id);
   driver.start();
