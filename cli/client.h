@@ -26,10 +26,29 @@ struct CliError {
   std::string message;
 };
 
+// TLS for an https:// gateway (docs/security.md, PKI): PEM files, "" = not given. ca_cert: the
+// CA that signed the gateway's certificate (default: the system roots); client_cert + client_key:
+// the certificate the gateway asks for under mTLS. Ignored for http:// gateways.
+struct TlsFiles {
+  std::string ca_cert, client_cert, client_key;
+};
+
+// Checks what an https:// URL will use before any connection: each given file readable and
+// parseable, the key matching the certificate, both or neither of cert and key. Throws
+// CliError(kUsage) naming the flag (--ca-cert, --client-cert, --client-key).
+void check_tls_files(const std::string& url, const TlsFiles& tls);
+
+// An HTTP client for url (http:// or https://) with tls applied, TCP_NODELAY, and server
+// certificate verification on. Throws CliError(kUsage) for a bad URL or TLS file.
+httplib::Client make_http_client(const std::string& url, const TlsFiles& tls);
+
+// The message for a call that got no HTTP answer; TLS failures say which flag to check.
+std::string unreachable_message(const std::string& url, httplib::Error e);
+
 class GatewayClient {
  public:
   // token: an API token sent as Authorization: Bearer (docs/security.md); "" sends none.
-  explicit GatewayClient(const std::string& url, const std::string& token = {});
+  explicit GatewayClient(const std::string& url, const std::string& token = {}, const TlsFiles& tls = {});
   nlohmann::json get(const std::string& path);
   nlohmann::json post(const std::string& path, const nlohmann::json& body);
   nlohmann::json del(const std::string& path);

@@ -10,7 +10,9 @@
 #include <atomic>
 #include <utility>  // before Boost 1.74's asio, which uses std::exchange without it
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -28,12 +30,17 @@ using json = nlohmann::json;
 
 ConnectEndpoint connect_endpoint(const std::string& url, int connect_port) {
   std::string rest = url;
-  if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
-  else if (rest.rfind("https://", 0) == 0) throw CliError{kUsage, "connect: the gateway's connect listener speaks ws:// only; use an http:// --gateway"};
+  bool tls = false;
+  if (rest.rfind("http://", 0) == 0) {
+    rest = rest.substr(7);
+  } else if (rest.rfind("https://", 0) == 0) {
+    rest = rest.substr(8);
+    tls = true;
+  }
   rest = rest.substr(0, rest.find('/'));
   size_t colon = rest.rfind(':');
   std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
-  int port = 80;
+  int port = tls ? 443 : 80;
   if (colon != std::string::npos) {
     try {
       port = std::stoi(rest.substr(colon + 1));
@@ -42,7 +49,8 @@ ConnectEndpoint connect_endpoint(const std::string& url, int connect_port) {
     }
   }
   if (host.empty()) throw CliError{kUsage, "--gateway '" + url + "' is not a URL like http://127.0.0.1:8080"};
-  return {host, std::to_string(connect_port > 0 ? connect_port : port + 1)};
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);  // [::1]
+  return {host, std::to_string(connect_port > 0 ? connect_port : port + 1), tls};
 }
 
 std::string connect_target(const std::string& ref, uint32_t rows, uint32_t cols, const std::vector<std::string>& command) {
@@ -92,18 +100,49 @@ std::pair<uint32_t, uint32_t> terminal_size() {
   if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col) return {ws.ws_row, ws.ws_col};
   return {24, 80};
 }
-}  // namespace
 
-int connect_terminal(const std::string& gateway_url, int connect_port, const std::string& token, const std::string& ref,
-                     const std::vector<std::string>& command) {
-  auto ep = connect_endpoint(gateway_url, connect_port);
-  net::io_context ioc;
-  websocket::stream<tcp::socket> ws(ioc);
+// The TLS client context for wss://: TLS 1.2+, the gateway's certificate checked against
+// --ca-cert (else the system roots), and the client certificate for mTLS when given.
+void setup_client_tls(net::ssl::context& ctx, const TlsFiles& tls) {
+  ctx.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 | net::ssl::context::no_sslv3 |
+                  net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1);
+  ctx.set_verify_mode(net::ssl::verify_peer);
+  if (tls.ca_cert.empty()) ctx.set_default_verify_paths();
+  else ctx.load_verify_file(tls.ca_cert);
+  if (!tls.client_cert.empty()) {
+    ctx.use_certificate_chain_file(tls.client_cert);
+    ctx.use_private_key_file(tls.client_key, net::ssl::context::pem);
+  }
+}
+
+// Connects the TCP (and for wss:// the TLS) layer under ws.
+void connect_transport(websocket::stream<tcp::socket>& ws, net::io_context& ioc, const ConnectEndpoint& ep) {
+  tcp::resolver resolver(ioc);
+  net::connect(ws.next_layer(), resolver.resolve(ep.host, ep.port));
+  ws.next_layer().set_option(tcp::no_delay(true));
+}
+void connect_transport(websocket::stream<net::ssl::stream<tcp::socket>>& ws, net::io_context& ioc, const ConnectEndpoint& ep) {
+  tcp::resolver resolver(ioc);
+  auto& sock = beast::get_lowest_layer(ws);
+  net::connect(sock, resolver.resolve(ep.host, ep.port));
+  sock.set_option(tcp::no_delay(true));
+  SSL* ssl = ws.next_layer().native_handle();
+  beast::error_code not_ip;
+  net::ip::make_address(ep.host, not_ip);
+  bool ip = !not_ip;
+  // SNI for names only (RFC 6066), and the certificate checked against the name or IP dialled.
+  if (!ip && SSL_set_tlsext_host_name(ssl, ep.host.c_str()) != 1)
+    throw CliError{kFailure, "connect: cannot set TLS server name " + ep.host};
+  ws.next_layer().set_verify_callback(net::ssl::host_name_verification(ep.host));
+  ws.next_layer().handshake(net::ssl::stream_base::client);
+}
+
+template <class Ws>
+int run_terminal(Ws& ws, net::io_context& ioc, const ConnectEndpoint& ep, const std::string& token, const std::string& ref,
+                 const std::vector<std::string>& command) {
   auto [rows, cols] = terminal_size();
   try {
-    tcp::resolver resolver(ioc);
-    net::connect(ws.next_layer(), resolver.resolve(ep.host, ep.port));
-    ws.next_layer().set_option(tcp::no_delay(true));
+    connect_transport(ws, ioc, ep);
     ws.set_option(websocket::stream_base::decorator([&](websocket::request_type& req) {
       if (!token.empty()) req.set(beast::http::field::authorization, "Bearer " + token);
     }));
@@ -123,6 +162,13 @@ int connect_terminal(const std::string& gateway_url, int connect_port, const std
       throw beast::system_error(ec);
     }
   } catch (const beast::system_error& e) {
+    // An alert from the server (TLS 1.3 reports a missing client certificate only after the
+    // handshake, at the first read) or the connection cut mid-handshake.
+    const auto& cat = e.code().category();
+    if (ep.tls && (cat == net::error::get_ssl_category() || cat == net::ssl::error::get_stream_category() ||
+                   e.code() == net::error::eof))
+      throw CliError{kUnreachable, "connect: the TLS handshake with " + ep.host + ":" + ep.port + " failed (" + e.code().message() +
+                                       "): check --ca-cert, and that --client-cert/--client-key were issued by the gateway's CA"};
     throw CliError{kUnreachable, "connect: cannot reach the gateway's connect listener at " + ep.host + ":" + ep.port + " (" +
                                      e.code().message() + "): is the gateway running with --connect-port? Else pass --connect-port"};
   }
@@ -201,6 +247,26 @@ int connect_terminal(const std::string& gateway_url, int connect_port, const std
   if (failed) throw *failed;
   if (!code) throw CliError{kFailure, "connect: the connection ended before the shell's exit code"};
   return *code;
+}
+}  // namespace
+
+int connect_terminal(const std::string& gateway_url, int connect_port, const std::string& token, const std::string& ref,
+                     const std::vector<std::string>& command, const TlsFiles& tls) {
+  auto ep = connect_endpoint(gateway_url, connect_port);
+  net::io_context ioc;
+  if (!ep.tls) {
+    websocket::stream<tcp::socket> ws(ioc);
+    return run_terminal(ws, ioc, ep, token, ref, command);
+  }
+  check_tls_files(gateway_url, tls);
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  try {
+    setup_client_tls(ctx, tls);
+  } catch (const beast::system_error& e) {
+    throw CliError{kUsage, "connect: cannot load the TLS files (--ca-cert, --client-cert, --client-key): " + e.code().message()};
+  }
+  websocket::stream<net::ssl::stream<tcp::socket>> ws(ioc, ctx);
+  return run_terminal(ws, ioc, ep, token, ref, command);
 }
 
 }  // namespace bulwark::cli

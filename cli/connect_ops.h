@@ -7,11 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "cli/client.h"
+
 namespace bulwark::cli {
 
 struct ConnectEndpoint {
   std::string host;
   std::string port;
+  bool tls = false;  // an https:// gateway: wss:// (its connect listener speaks TLS too)
 };
 // The connect listener of the gateway at gateway_url: its host, port connect_port (-1: the
 // gateway's port + 1, as the gateway's --connect-port default). Throws CliError(kUsage).
@@ -22,7 +25,8 @@ std::string resize_message(uint32_t rows, uint32_t cols);
 std::optional<int> exit_of_text_frame(const std::string& text);
 
 // Runs the session; returns the remote shell's exit code. Throws CliError.
+// tls: as for REST calls (an https:// gateway's CA and client certificate).
 int connect_terminal(const std::string& gateway_url, int connect_port, const std::string& token, const std::string& ref,
-                     const std::vector<std::string>& command);
+                     const std::vector<std::string>& command, const TlsFiles& tls = {});
 
 }  // namespace bulwark::cli

@@ -95,8 +95,8 @@ std::vector<std::string> local_tar_create(const std::string& local) {
 
 std::vector<std::string> local_tar_extract(const std::string& dir) { return {"tar", "-x", "-f", "-", "-C", dir}; }
 
-ExecClient::ExecClient(const std::string& url, const std::string& token) : url_(url), http_(url) {
-  if (!http_.is_valid()) throw CliError{kUsage, "--gateway '" + url + "' is not a URL like http://127.0.0.1:8080"};
+ExecClient::ExecClient(const std::string& url, const std::string& token, const TlsFiles& tls)
+    : url_(url), http_(make_http_client(url, tls)) {
   if (!token.empty()) http_.set_bearer_token_auth(token.c_str());
   http_.set_tcp_nodelay(true);
   http_.set_connection_timeout(5);
@@ -106,8 +106,7 @@ ExecClient::ExecClient(const std::string& url, const std::string& token) : url_(
 
 namespace {
 CliError unreachable(const std::string& url, httplib::Error e) {
-  return CliError{kUnreachable, "cannot reach the gateway at " + url + " (" + httplib::to_string(e) +
-                                    "): start it with scripts/up, or point --gateway / BULWARK_GATEWAY at it"};
+  return CliError{kUnreachable, unreachable_message(url, e)};
 }
 }  // namespace
 

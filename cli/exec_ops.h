@@ -45,7 +45,7 @@ std::vector<std::string> local_tar_extract(const std::string& dir);
 
 class ExecClient {
  public:
-  ExecClient(const std::string& url, const std::string& token);
+  ExecClient(const std::string& url, const std::string& token, const TlsFiles& tls = {});
   // Runs the command; its output goes to out/err as it arrives (stream) or at the end. Returns
   // the command's exit code. Throws CliError.
   int exec(const std::string& ref, const nlohmann::json& body, bool stream, std::ostream& out, std::ostream& err);

@@ -67,7 +67,8 @@ TEST_CASE("connect: endpoint, target and messages") {
   CHECK(ep.port == "8081");
   CHECK(connect_endpoint("http://gw.local:9000/", 7000).port == "7000");
   CHECK(connect_endpoint("http://gw.local", -1).port == "81");
-  CHECK_THROWS_AS(connect_endpoint("https://gw:1", -1), CliError);
+  CHECK(connect_endpoint("https://gw:1", -1).tls);  // wss:// (cli/client_test.cpp)
+  CHECK_THROWS_AS(connect_endpoint("http://:80", -1), CliError);
   CHECK(connect_target("demo", 40, 120, {"sh", "-l"}) == "/v1/sandboxes/demo/connect?rows=40&cols=120&command=sh&command=-l");
   CHECK(json::parse(resize_message(30, 100)) == json{{"resize", {{"rows", 30}, {"cols", 100}}}});
   CHECK(exit_of_text_frame(R"({"exit_code":3})") == 3);

@@ -133,7 +133,7 @@ json inference_set_body(const InferenceSetFlags& f, const json& current) {
     return {{"privacy", f.sandbox_privacy.empty() ? "any" : f.sandbox_privacy}, {"routes", json::array({route})}};
   }
   json out = current;
-  out.erase("sandbox_id");  // named by ?sandbox=, which may be a name
+  out.erase("sandbox_id");  // named by ?sandbox_id=, which may be a name
   out.erase("updated_at");
   if (!f.sandbox_privacy.empty()) out["privacy"] = f.sandbox_privacy;
   if (!out["routes"].is_array()) out["routes"] = json::array();

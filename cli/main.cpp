@@ -1,6 +1,7 @@
 // bulwark: the command line for a Bulwark gateway. Every command is one or a few REST calls.
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,10 +9,17 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
+#include "cli/agent_presets.h"
 #include "cli/client.h"
+#include "cli/completion.h"
+#include "cli/config.h"
+#include "cli/examples.h"
+#include "cli/gateway_ops.h"
+#include "cli/watch.h"
 #include "cli/driver_select.h"
 #include "cli/format.h"
 #include "cli/inference_ops.h"
@@ -20,6 +28,7 @@
 #include "cli/connect_ops.h"
 #include "cli/exec_ops.h"
 #include "cli/sandbox_ops.h"
+#include "cli/stream_ops.h"
 #include "cli/token_ops.h"
 #include "shared/providers.h"
 #include "shared/policy.h"
@@ -33,9 +42,10 @@ namespace cli = bulwark::cli;
 namespace {
 
 struct Globals {
-  std::string gateway = "http://127.0.0.1:8080";
+  std::string gateway;  // "" = the selected config gateway, else http://127.0.0.1:8080 (cli/config.h)
   std::string output = "table";
   std::string token, token_file;  // API token (docs/security.md)
+  std::string ca_cert, client_cert, client_key;  // TLS for an https:// gateway (PEM files; cli/client.h TlsFiles)
 };
 
 bool settled(const std::string& phase) {
@@ -50,11 +60,13 @@ void print(const Globals& g, const json& sandbox) {
 
 std::string path_of(const std::string& ref) { return "/v1/sandboxes/" + httplib::detail::encode_query_param(ref); }
 
-// Polls until the sandbox reaches a phase in `until`, or the timeout passes.
-json wait_for(GatewayClient& gw, const std::string& id, double timeout_s, const std::function<bool(const std::string&)>& until) {
+// Polls until the sandbox reaches a phase in `until`, or the timeout passes; `progress` sees each poll.
+json wait_for(GatewayClient& gw, const std::string& id, double timeout_s, const std::function<bool(const std::string&)>& until,
+              const std::function<void(const json&)>& progress = nullptr) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   for (;;) {
     json s = gw.get(path_of(id));
+    if (progress) progress(s);
     if (until(s.value("phase", ""))) return s;
     if (std::chrono::steady_clock::now() >= deadline)
       throw CliError{cli::kTimedOut, "sandbox " + s.value("name", id) + " is still " + s.value("phase", "?") + " after " +
@@ -92,7 +104,7 @@ std::string read_policy_text(const std::string& path) {
 
 std::string provider_path(const std::string& name) { return "/v1/providers/" + httplib::detail::encode_query_param(name); }
 std::string inference_path(const std::string& sandbox) {
-  return "/v1/inference" + (sandbox.empty() ? std::string() : "?sandbox=" + httplib::detail::encode_query_param(sandbox));
+  return "/v1/inference" + (sandbox.empty() ? std::string() : "?sandbox_id=" + httplib::detail::encode_query_param(sandbox));
 }
 
 void print_providers(const Globals& g, const std::vector<json>& ps, bool one) {
@@ -121,6 +133,25 @@ int validate_policy(const std::string& file) {
   return cli::kOk;
 }
 
+// The directory of this executable: presets may be installed next to it.
+std::string exe_dir() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : p.parent_path().string();
+}
+
+// Every provider, page by page (the gateway answers at most 1000 at a time).
+std::vector<json> all_providers(GatewayClient& gw) {
+  std::vector<json> out;
+  std::string token;
+  do {
+    json r = gw.get("/v1/providers?limit=1000" + (token.empty() ? "" : "&page_token=" + httplib::detail::encode_query_param(token)));
+    for (const auto& p : r.value("providers", json::array())) out.push_back(p);
+    token = r.value("next_page_token", "");
+  } while (!token.empty());
+  return out;
+}
+
 void print_logs(const json& reply) {
   for (const auto& l : reply.value("lines", json::array())) {
     (l.value("stream", "") == "stderr" ? std::cerr : std::cout) << l.value("line", "") << "\n";
@@ -130,15 +161,26 @@ void print_logs(const json& reply) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A TLS peer that hangs up (a refused client certificate) must be an error message, not a silent
+  // SIGPIPE death: OpenSSL writes to the socket with plain write().
+  ::signal(SIGPIPE, SIG_IGN);
   CLI::App app("bulwark: create and manage agent sandboxes through a Bulwark gateway");
   app.set_version_flag("--version", std::string(bulwark::kVersion));
   app.require_subcommand(1);
   app.fallthrough();  // global flags (-o, --gateway) may follow the subcommand
   Globals g;
-  app.add_option("--gateway", g.gateway, "gateway URL")->envname("BULWARK_GATEWAY")->capture_default_str();
+  app.add_option("--gateway", g.gateway,
+                 "gateway URL or config gateway name (default: the one `bulwark gateway select` chose, else http://127.0.0.1:8080)")
+      ->envname("BULWARK_GATEWAY");
   app.add_option("--token", g.token, "API token (bwk_...) sent as Authorization: Bearer")->envname("BULWARK_TOKEN");
   app.add_option("--token-file", g.token_file, "file holding the API token (when --token and BULWARK_TOKEN are not set)")
       ->envname("BULWARK_TOKEN_FILE");
+  app.add_option("--ca-cert", g.ca_cert, "https:// gateway: the CA that signed its certificate (the gateway's pki/ca.crt)")
+      ->envname("BULWARK_CA_CERT");
+  app.add_option("--client-cert", g.client_cert, "https:// gateway with mTLS: this client's certificate (pki/client-cli-admin.crt)")
+      ->envname("BULWARK_CLIENT_CERT");
+  app.add_option("--client-key", g.client_key, "https:// gateway with mTLS: the key of --client-cert (pki/client-cli-admin.key)")
+      ->envname("BULWARK_CLIENT_KEY");
   app.add_option("-o,--output", g.output, "table, json, or yaml")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
   app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found (sandbox, provider, route table),\n"
              "4 gateway unreachable, 5 sandbox FAILED, 6 timed out, 7 not authenticated (401) or not allowed (403).\nExample: bulwark sandbox create --name demo -- echo hi");
@@ -181,7 +223,12 @@ int main(int argc, char** argv) {
   create->add_flag("-d,--detach", detach, "with a command: return at READY instead of waiting for it to end");
   create->add_option("--timeout", timeout_s, "seconds to wait for READY")->check(CLI::PositiveNumber)->capture_default_str();
   create->add_option("command", command, "the agent command, after --");
-  create->footer("Example: bulwark sandbox create --name demo -- sh -c 'echo hello'");
+  std::string agent;
+  create->add_option("--agent", agent,
+                     "apply an agent preset (image, command, env, policy) and attach the providers it needs, "
+                     "creating them from this environment (ANTHROPIC_API_KEY...); `--agent list` lists presets");
+  create->footer("Example: bulwark sandbox create --name demo -- sh -c 'echo hello'\n"
+                 "         ANTHROPIC_API_KEY=sk-... bulwark sandbox create --agent claude-code -- claude -p 'say hi'");
 
   auto* list = sandbox->add_subcommand("list", "list sandboxes, oldest first (every page, unless --limit or --page-token)")->alias("ls");
   cli::SandboxListFlags lf;
@@ -193,10 +240,14 @@ int main(int argc, char** argv) {
   list->add_option("--limit", lf.limit, "print at most N")->check(CLI::PositiveNumber);
   list->add_option("--page-token", lf.page_token, "fetch only the page that starts there (a next_page_token)");
   list->footer("Example: bulwark sandbox list --label team=ml --phase ready --limit 20");
+  // --watch: redraw every 2 s on a terminal, else print what changed; until Ctrl-C (cli/watch.h).
+  bool watch_flag = false;
+  list->add_flag("-w,--watch", watch_flag, "keep watching: redraw every 2 s (on a terminal; else print changes) until Ctrl-C");
 
   std::string ref;
   auto* get = sandbox->add_subcommand("get", "show one sandbox");
   get->add_option("name", ref, "sandbox name or id")->required();
+  get->add_flag("-w,--watch", watch_flag, "keep watching: redraw every 2 s (on a terminal; else print changes) until Ctrl-C");
 
   auto* del = sandbox->add_subcommand("delete", "delete a sandbox and its workload")->alias("rm");
   bool del_wait = false;
@@ -222,6 +273,14 @@ int main(int argc, char** argv) {
       logs->add_flag("--denials", denials_only, "only what the sandbox's policy refused (or allowed in audit mode), as a table");
   logs->add_flag("--inference", inference_only, "only its inference.local calls, as a table (model -> provider, status, bytes, latency)")
       ->excludes(denials_flag);
+  std::string logs_since;
+  bool logs_follow = false;
+  logs->add_option("--since", logs_since, "only lines since a time (RFC 3339) or a duration back from now (5m, 1h30m)");
+  logs->add_flag("-f,--follow", logs_follow, "keep printing new lines until the sandbox ends (or Ctrl-C)");
+  // Phase changes and denials as they happen (GET /v1/events, Server-Sent Events).
+  auto* events_cmd = sandbox->add_subcommand("events", "watch phase changes and denials, one line each, until Ctrl-C");
+  events_cmd->add_option("name", ref, "sandbox name or id (default: every sandbox the token may see)");
+  events_cmd->footer("Example: bulwark sandbox events demo -o json");
 
   // Into a running sandbox (docs/exec.md).
   auto* exec_cmd = sandbox->add_subcommand("exec", "run a command in a running sandbox; exits with its exit code");
@@ -270,6 +329,15 @@ int main(int argc, char** argv) {
   std::string drivers_flag;
   gw_drivers->add_option("--drivers", drivers_flag, "comma-separated: docker, podman, kubernetes, vm");
   gw_drivers->footer("Example: scripts/up starts $(bulwark gateway drivers); BULWARK_DRIVERS=docker,vm overrides");
+  cli::GatewayCommands gwc;  // add, select, list, info, remove, start, stop (cli/gateway_ops.h)
+  cli::add_gateway_commands(*gateway_cmd, gwc);
+
+  auto* agent_cmd = app.add_subcommand("agent", "agent presets for `sandbox create --agent` (docs/agents.md)");
+  agent_cmd->require_subcommand(1);
+  agent_cmd->fallthrough();
+  auto* agent_list = agent_cmd->add_subcommand("list", "list the agent presets and where they were found")->alias("ls");
+  agent_cmd->footer("Examples:\n  bulwark agent list\n  bulwark sandbox create --agent codex -- codex exec 'add a README'");
+  agent_list->footer("Example: bulwark agent list -o yaml");
 
   auto* health = app.add_subcommand("health", "check that the gateway answers");
   auto* status = app.add_subcommand("status", "the gateway, its services and drivers, and sandboxes by phase");
@@ -278,6 +346,20 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 5000))
       ->capture_default_str();
   status->footer("Example: bulwark status -o yaml");
+  // `bulwark logs S` = `bulwark sandbox logs S`, as OpenShell groups it.
+  auto* top_logs = app.add_subcommand("logs", "print a sandbox's output (the same as `sandbox logs`)");
+  top_logs->add_option("name", ref, "sandbox name or id")->required();
+  top_logs->add_option("--tail", tail, "last N lines")->check(CLI::PositiveNumber)->capture_default_str();
+  auto* top_denials = top_logs->add_flag("--denials", denials_only, "only what the sandbox's policy refused, as a table");
+  top_logs->add_flag("--inference", inference_only, "only its inference.local calls, as a table")->excludes(top_denials);
+  top_logs->add_option("--since", logs_since, "only lines since a time (RFC 3339) or a duration back from now (5m, 1h30m)");
+  top_logs->add_flag("-f,--follow", logs_follow, "keep printing new lines until the sandbox ends (or Ctrl-C)");
+  auto* top_events = app.add_subcommand("events", "watch phase changes and denials (the same as `sandbox events`)");
+  top_events->add_option("name", ref, "sandbox name or id (default: every sandbox the token may see)");
+  top_events->footer("Example: bulwark events            (every sandbox; Ctrl-C ends it)");
+  auto* completion_cmd = app.add_subcommand("completion", "print a shell completion script (bash, zsh or fish)");
+  std::string completion_shell;
+  completion_cmd->add_option("shell", completion_shell, "bash, zsh or fish")->required()->check(CLI::IsMember({"bash", "zsh", "fish"}));
 
   auto* policy = app.add_subcommand("policy", "check policy files; read and change a running sandbox's policy");
   policy->require_subcommand(1);
@@ -322,6 +404,21 @@ int main(int argc, char** argv) {
   pget->add_option("--rev", rev, "version (default: the latest)")->check(CLI::PositiveNumber);
   auto* plist = policy->add_subcommand("list", "list the versions of a sandbox's policy");
   plist->add_option("name", ref, "sandbox name or id")->required();
+  // The approval flow: rules proposed by the sandbox's denials (docs/policy.md "Pending proposals").
+  int64_t proposal_id = 0;
+  bool pending_all = false;
+  auto* ppending = policy->add_subcommand("pending", "list the rules proposed by a sandbox's denials, waiting for approval");
+  ppending->add_option("name", ref, "sandbox name or id")->required();
+  ppending->add_flag("--all", pending_all, "approved and rejected ones too");
+  auto* papprove = policy->add_subcommand("approve", "apply a proposed rule to the sandbox's live policy (a new version)");
+  papprove->add_option("name", ref, "sandbox name or id")->required();
+  papprove->add_option("id", proposal_id, "proposal id (from `bulwark policy pending`)")->required()->check(CLI::PositiveNumber);
+  papprove->add_option("--timeout", pwait_s, "seconds to wait for the sandbox to enforce it")->check(CLI::Range(0.1, 300.0))->capture_default_str();
+  papprove->add_option("--reason", reason, "why, kept with the version");
+  papprove->footer("Example: bulwark policy pending demo; bulwark policy approve demo 3");
+  auto* preject = policy->add_subcommand("reject", "drop a proposed rule; the same denial does not propose it again");
+  preject->add_option("name", ref, "sandbox name or id")->required();
+  preject->add_option("id", proposal_id, "proposal id (from `bulwark policy pending`)")->required()->check(CLI::PositiveNumber);
 
   // Providers: credentials the gateway keeps sealed; every answer shows them masked.
   auto* provider = app.add_subcommand("provider", "create and manage provider credentials (always shown masked)");
@@ -383,6 +480,7 @@ int main(int argc, char** argv) {
   auto* inf_delete = inference->add_subcommand("delete", "delete a route table")->alias("rm");
   inf_delete->add_option("--sandbox", inf_sandbox, "sandbox name or id (default: the global table)");
 
+  cli::add_examples(app);  // after every command is declared: fills in the footers that lack an example
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -390,6 +488,24 @@ int main(int argc, char** argv) {
   }
 
   if (*validate) return validate_policy(validate_file);
+  if (*agent_list || (*create && agent == "list")) {  // local: no gateway is called
+    try {
+      auto presets = cli::load_presets(cli::preset_dirs(cli::environment(environ), exe_dir()));
+      if (g.output == "table") {
+        std::cout << cli::preset_table(presets);
+      } else {
+        json all = json::array();
+        for (const auto& p : presets)
+          all.push_back({{"name", p.name}, {"description", p.description}, {"image", p.image}, {"command", p.command},
+                         {"env", p.env}, {"file", p.file}});
+        std::cout << (g.output == "json" ? json{{"agents", all}}.dump(2) + "\n" : cli::to_yaml(json{{"agents", all}}));
+      }
+      return cli::kOk;
+    } catch (const CliError& e) {
+      std::cerr << "bulwark: " << e.message << "\n";
+      return e.exit_code;
+    }
+  }
   if (*gw_drivers) {  // local: no gateway is called
     try {
       const char* env = std::getenv("BULWARK_DRIVERS");
@@ -407,10 +523,38 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (*completion_cmd) {  // generated from the tree above, so it never goes stale
+    std::cout << cli::completion_script(app, completion_shell);
+    return cli::kOk;
+  }
+  cli::Target given;  // what --gateway/--token/--token-file or their environment variables say
+  given.url = g.gateway;
+  given.token = g.token;
+  given.token_file = g.token_file;
+  given.ca_cert = g.ca_cert;
+  given.client_cert = g.client_cert;
+  given.client_key = g.client_key;
+  if (cli::gateway_command_chosen(gwc)) return cli::run_gateway_command(gwc, given, g.output, std::cout, std::cerr);
+
   try {
+    {  // flags > environment > the selected config gateway > http://127.0.0.1:8080 (cli/config.h)
+      auto target = cli::resolve_target(given, cli::load_config(cli::config_dir([](const char* n) {
+                                          const char* v = std::getenv(n);
+                                          return std::string(v ? v : "");
+                                        })));
+      g.gateway = target.url;
+      g.ca_cert = target.ca_cert;
+      g.client_cert = target.client_cert;
+      g.client_key = target.client_key;
+      if (target.token_from_config) {
+        g.token = cli::load_token(target);
+        g.token_file.clear();
+      }
+    }
+    const cli::TlsFiles tls{g.ca_cert, g.client_cert, g.client_key};
     GatewayClient gw(g.gateway, cli::choose_token(g.token, g.token_file, [](const std::string& path) {
                        return read_text("--token-file", path, "a token starts with bwk_");
-                     }));
+                     }), tls);
     if (cli::run_token_command(tokens, gw, g.output, std::cout, std::cerr)) {
     } else if (*create) {
       json spec = json::object();
@@ -428,6 +572,19 @@ int main(int argc, char** argv) {
         spec["labels"][k] = v;
       }
       if (!sandbox_providers.empty()) spec["providers"] = sandbox_providers;
+      cli::ProviderPlan plan;
+      if (!agent.empty()) {
+        auto env = cli::environment(environ);
+        auto preset = cli::load_preset(agent, cli::preset_dirs(env, exe_dir()));
+        cli::apply_preset(preset, spec);
+        plan = cli::plan_providers(preset, all_providers(gw), sandbox_providers, env);
+        for (const auto& w : plan.warnings) std::cerr << "bulwark: warning: " << w << "\n";
+        for (const auto& a : plan.attach) {
+          if (a.create) gw.post("/v1/providers", a.body);
+          spec["providers"].push_back(a.name);
+          std::cerr << cli::attach_line(a) << "\n";
+        }
+      }
       if (cpus > 0) spec["resources"]["cpus"] = cpus;
       if (!memory.empty()) {
         try {
@@ -445,9 +602,25 @@ int main(int argc, char** argv) {
         spec["driver_selector"][k] = v;
       }
       json s = gw.post("/v1/sandboxes", spec);
+      if (!agent.empty()) {
+        // Without a global route table the attached inference providers are the sandbox's routes;
+        // set before the container has started, so the agent's first call finds them.
+        bool global = true;
+        try {
+          gw.get("/v1/inference");
+        } catch (const CliError& e) {
+          if (e.exit_code != cli::kNotFound) throw;
+          global = false;
+        }
+        if (auto routes = cli::sandbox_routes(plan, global)) {
+          gw.put(inference_path(s["sandbox_id"]), *routes);
+          std::cerr << "inference: sandbox " << s.value("name", "") << " routes its model calls to "
+                    << (*routes)["routes"][0]["backends"].size() << " attached provider(s)\n";
+        }
+      }
       if (!no_wait) {
-        if (isatty(STDERR_FILENO)) std::cerr << "waiting for sandbox " << s.value("name", "") << " to be READY...\n";
-        s = wait_for(gw, s["sandbox_id"], timeout_s, settled);
+        cli::Progress progress(std::cerr, isatty(STDERR_FILENO), "sandbox " + s.value("name", ""));
+        s = wait_for(gw, s["sandbox_id"], timeout_s, settled, [&](const json& now) { progress.update(now.value("phase", "")); });
         // A command given after -- runs in the foreground, like `podman run`: wait for it to end
         // (no time limit once it runs) so its output and exit code are what create shows.
         if (!command.empty() && !detach && s.value("phase", "") == "READY")
@@ -460,6 +633,15 @@ int main(int argc, char** argv) {
         return cli::kSandboxFailed;
       }
       if (phase == "EXITED" && g.output == "table") print_logs(gw.get(path_of(s["sandbox_id"]) + "/logs"));
+    } else if ((*list || *get) && watch_flag) {
+      cli::watch(
+          [&] {
+            json r = *list ? cli::list_sandboxes(lf, [&](const std::string& path) { return gw.get(path); }) : gw.get(path_of(ref));
+            if (g.output == "json") return r.dump() + "\n";  // one line a change
+            if (g.output == "yaml") return cli::to_yaml(r) + "---\n";
+            return cli::sandbox_table(*list ? r.value("sandboxes", json::array()).get<std::vector<json>>() : std::vector<json>{r});
+          },
+          isatty(STDOUT_FILENO), std::cout);
     } else if (*list) {
       json r = cli::list_sandboxes(lf, [&](const std::string& path) { return gw.get(path); });
       if (g.output == "json") std::cout << r.dump(2) << "\n";
@@ -489,11 +671,11 @@ int main(int argc, char** argv) {
                                    cli::choose_token(g.token, g.token_file, [](const std::string& path) {
                                      return read_text("--token-file", path, "a token starts with bwk_");
                                    }),
-                                   ref, connect_command);
+                                   ref, connect_command, tls);
     } else if (*exec_cmd || *upload || *download) {
       cli::ExecClient ec(g.gateway, cli::choose_token(g.token, g.token_file, [](const std::string& path) {
                            return read_text("--token-file", path, "a token starts with bwk_");
-                         }));
+                         }), tls);
       if (*exec_cmd) {
         std::optional<std::string> in;
         if (exec_stdin) in = std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
@@ -508,9 +690,38 @@ int main(int argc, char** argv) {
         size_t n = ec.download(ref, remote_path, local_path.empty() ? "." : local_path);
         std::cerr << "downloaded " << remote_path << " (" << n << " bytes of tar) into " << (local_path.empty() ? "." : local_path) << "\n";
       }
-    } else if (*logs) {
-      json r = gw.get(path_of(ref) + "/logs?tail=" + std::to_string(tail) +
-                      (denials_only ? "&stream=denial" : inference_only ? "&stream=inference" : ""));
+    } else if (*events_cmd || *top_events || ((*logs || *top_logs) && logs_follow)) {
+      cli::StreamClient sc(g.gateway, cli::choose_token(g.token, g.token_file, [](const std::string& path) {
+                             return read_text("--token-file", path, "a token starts with bwk_");
+                           }), tls);
+      cli::LineSplitter lines;
+      cli::SseParser sse;
+      if (*events_cmd || *top_events) {
+        sc.get("events", cli::events_path(ref), "text/event-stream", [&](const char* data, size_t n) {
+          sse.feed(data, n, [&](const std::string& event, const std::string& d) {
+            json j = json::parse(d, nullptr, false);
+            if (g.output == "json") std::cout << json{{"event", event}, {"data", j}}.dump() << std::endl;
+            else std::cout << cli::event_text(event, j) << std::endl;
+          });
+          return true;
+        });
+      } else {
+        sc.get("logs", cli::logs_path(ref, tail, denials_only ? "denial" : inference_only ? "inference" : "", logs_since, true),
+               "application/x-ndjson", [&](const char* data, size_t n) {
+                 lines.feed(data, n, [&](const std::string& line) {
+                   if (line.empty()) return;
+                   if (g.output == "json") {
+                     std::cout << line << std::endl;
+                     return;
+                   }
+                   json l = json::parse(line, nullptr, false);
+                   (l.value("stream", "") == "stderr" ? std::cerr : std::cout) << l.value("line", "") << std::endl;
+                 });
+                 return true;
+               });
+      }
+    } else if (*logs || *top_logs) {
+      json r = gw.get(cli::logs_path(ref, tail, denials_only ? "denial" : inference_only ? "inference" : "", logs_since, false));
       if (g.output == "json") std::cout << r.dump(2) << "\n";
       else if (denials_only) std::cout << cli::denial_table(r.value("lines", json::array()).get<std::vector<json>>());
       else if (inference_only) std::cout << cli::inference_event_table(r.value("lines", json::array()).get<std::vector<json>>());
@@ -555,6 +766,25 @@ int main(int argc, char** argv) {
                           std::to_string(v.value("size_bytes", 0)), v.value("author", ""), v.value("reason", "")});
         std::cout << cli::table(rows);
       }
+    } else if (*ppending) {
+      json r = gw.get("/v1/policies/" + httplib::detail::encode_query_param(ref) + "/pending" + (pending_all ? "?all=true" : ""));
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else std::cout << cli::proposal_table(r.value("proposals", json::array()).get<std::vector<json>>());
+    } else if (*papprove || *preject) {
+      std::string path = "/v1/policies/" + httplib::detail::encode_query_param(ref) + "/pending/" + std::to_string(proposal_id);
+      json body = json::object();
+      if (*papprove) {
+        body["wait_ms"] = static_cast<int64_t>(pwait_s * 1000);
+        if (!reason.empty()) body["reason"] = reason;
+        gw.set_read_timeout(std::chrono::seconds(static_cast<int64_t>(pwait_s) + 30));
+      }
+      json r = gw.post(path + (*papprove ? "/approve" : "/reject"), body);
+      if (g.output == "json") std::cout << r.dump(2) << "\n";
+      else if (*preject) std::cout << "proposal " << proposal_id << " rejected\n";
+      else std::cout << cli::approval_line(r);
+      if (*papprove && !r.value("policy", json::object()).value("acknowledged", false))
+        throw CliError{cli::kTimedOut, "the sandbox did not confirm the new policy version within " +
+                                           std::to_string(static_cast<int>(pwait_s)) + " s (it may not be running)"};
     } else if (*prov_create) {
       if (create_base_url->count() > 0) pf.base_url = base_url;
       auto req = cli::provider_create_body(pf, cli::environment(environ));

@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "cli/client.h"
+#include "cli/format.h"
 
 namespace bulwark::cli {
 namespace {
@@ -106,6 +107,24 @@ nlohmann::json update_operations(const UpdateFlags& f) {
     throw CliError{kUsage, "policy update: give at least one of --add-endpoint, --add-allow, --add-deny, --remove-endpoint, "
                            "--remove-allow, --remove-deny"};
   return ops;
+}
+
+std::string proposal_table(const std::vector<nlohmann::json>& proposals) {
+  std::vector<std::vector<std::string>> rows = {{"ID", "HITS", "BINARY", "ENDPOINT", "NETWORK_POLICY", "STATUS", "LAST REASON"}};
+  for (const auto& p : proposals)
+    rows.push_back({std::to_string(p.value("proposal_id", int64_t{0})), std::to_string(p.value("hits", int64_t{0})),
+                    p.value("binary", ""), p.value("host", "") + ":" + std::to_string(p.value("port", 0)),
+                    p.value("network_policy", ""), p.value("status", ""), p.value("last_reason", "")});
+  return table(rows);
+}
+
+std::string approval_line(const nlohmann::json& answer) {
+  const auto& p = answer.contains("proposal") ? answer["proposal"] : nlohmann::json::object();
+  const auto& w = answer.contains("policy") ? answer["policy"] : nlohmann::json::object();
+  std::string line = "proposal " + std::to_string(p.value("proposal_id", int64_t{0})) + " approved: " +
+                     p.value("binary", "") + " may reach " + p.value("host", "") + ":" + std::to_string(p.value("port", 0)) +
+                     " (network_policies." + p.value("network_policy", "") + "); policy version " + w.value("version", "?");
+  return line + (w.value("acknowledged", false) ? ", enforced\n" : ", not yet confirmed by the sandbox\n");
 }
 
 }  // namespace bulwark::cli

@@ -21,4 +21,10 @@ struct UpdateFlags {
 // Throws CliError(kUsage) naming the flag and the expected form when a value is malformed.
 nlohmann::json update_operations(const UpdateFlags& f);
 
+// `bulwark policy pending NAME`: the gateway's proposals (GET /v1/policies/{name}/pending) as a
+// table: id, hits, binary, endpoint, network_policies key, status, last reason.
+std::string proposal_table(const std::vector<nlohmann::json>& proposals);
+// `bulwark policy approve NAME ID`: the line printed for the answer of .../approve.
+std::string approval_line(const nlohmann::json& answer);
+
 }  // namespace bulwark::cli

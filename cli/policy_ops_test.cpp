@@ -45,3 +45,21 @@ TEST_CASE("malformed policy update flags are usage errors naming the flag") {
   fails(UpdateFlags{.add_allow = {"h:443:GET"}}, "--add-allow 'h:443:GET': a field is missing");
   fails(UpdateFlags{.add_deny = {"h:443:GET:repos"}}, "must start with '/'");
 }
+
+TEST_CASE("policy pending and approve: a table of proposals and one line per approval") {
+  auto rows = bulwark::cli::proposal_table({nlohmann::json{{"proposal_id", 3}, {"hits", 5}, {"binary", "/usr/bin/curl"},
+                                                           {"host", "api.example.com"}, {"port", 443},
+                                                           {"network_policy", "allow_api_example_com_443"},
+                                                           {"status", "pending"}, {"last_reason", "no endpoint matches"}}});
+  CHECK(rows.find("ID") != std::string::npos);
+  CHECK(rows.find("api.example.com:443") != std::string::npos);
+  CHECK(rows.find("allow_api_example_com_443") != std::string::npos);
+  CHECK(rows.find("/usr/bin/curl") != std::string::npos);
+  auto line = bulwark::cli::approval_line({{"proposal", {{"proposal_id", 3}, {"binary", "/usr/bin/curl"}, {"host", "api.example.com"},
+                                                         {"port", 443}, {"network_policy", "allow_api_example_com_443"}}},
+                                           {"policy", {{"version", "4"}, {"acknowledged", true}}}});
+  CHECK(line == "proposal 3 approved: /usr/bin/curl may reach api.example.com:443 (network_policies.allow_api_example_com_443); "
+                "policy version 4, enforced\n");
+  auto unconfirmed = bulwark::cli::approval_line({{"proposal", {{"proposal_id", 1}}}, {"policy", {{"version", "2"}}}});
+  CHECK(unconfirmed.find("not yet confirmed") != std::string::npos);
+}

@@ -2,6 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
+#include "shared/nats_auth.h"
+#include "shared/util.h"
+
 #include <algorithm>
 #include <thread>
 
@@ -35,6 +40,16 @@ void on_handler_msg(natsConnection*, natsSubscription*, natsMsg* raw, void* clos
     // A handler must never take the delivery thread down; log with the subject for context.
     spdlog::error("handler for {} failed: {}", m.subject(), e.what());
   }
+}
+
+// Operator mode: libnats asks for the user JWT and a signature of the server's nonce on every
+// (re)connect. The credentials may be a file's text (libnats 3.4 only reads them from files).
+natsStatus user_jwt_cb(char** jwt, char**, void* closure) {
+  *jwt = strdup(static_cast<const std::string*>(closure)->c_str());
+  return *jwt ? NATS_OK : NATS_NO_MEMORY;
+}
+natsStatus sign_cb(char**, unsigned char** sig, int* len, const char* nonce, void* closure) {
+  return nats_Sign(static_cast<const std::string*>(closure)->c_str(), nonce, sig, len);  // malloc'ed, libnats frees it
 }
 
 void on_disconnected(natsConnection* nc, void*) {
@@ -110,6 +125,26 @@ std::unique_ptr<Bus> Bus::connect(const Options& opts) {
 
   auto bus = std::make_unique<Bus>(Key{});
   bus->url_ = opts.url;
+  if (!opts.creds.empty()) {
+    auto c = nats_auth::parse_creds(opts.creds.starts_with("-----BEGIN")
+                                        ? opts.creds
+                                        : nats_auth::read_text_file(opts.creds, "nats-creds"));
+    bus->creds_ = std::make_unique<UserCreds>(UserCreds{std::move(c.jwt), std::move(c.seed)});
+    check_nats(natsOptions_SetUserCredentialsCallbacks(o.get(), user_jwt_cb, &bus->creds_->jwt, sign_cb,
+                                                       &bus->creds_->seed),
+               "NATS credentials");
+  }
+  if (!opts.ca_file.empty()) {
+    bus->ca_pem_ = opts.ca_file.starts_with("-----BEGIN") ? opts.ca_file : nats_auth::read_text_file(opts.ca_file, "nats-ca");
+    check_nats(natsOptions_SetSecure(o.get(), true), "NATS TLS");
+    check_nats(natsOptions_SetCATrustedCertificates(o.get(), bus->ca_pem_.c_str()),
+               "NATS CA " + (opts.ca_file.starts_with("-----BEGIN") ? std::string("certificate") : opts.ca_file) +
+                   " (--nats-ca)");
+  }
+  if (!opts.inbox_prefix.empty()) {
+    check_nats(natsOptions_SetCustomInboxPrefix(o.get(), opts.inbox_prefix.c_str()), "NATS inbox prefix");
+    bus->inbox_prefix_ = opts.inbox_prefix;
+  }
   auto deadline = std::chrono::steady_clock::now() + opts.connect_timeout;
   natsStatus s;
   for (;;) {
@@ -119,6 +154,11 @@ std::unique_ptr<Bus> Bus::connect(const Options& opts) {
       bus->nc_.reset(nc);
       return bus;
     }
+    // Refused credentials will not improve by retrying.
+    if (s == NATS_NOT_PERMITTED)
+      throw Error(Code::kPermissionDenied, "NATS at " + opts.url + " refused the credentials: " + last_error_detail(s) +
+                                               "; check --nats-creds (BULWARK_NATS_CREDS)",
+                  "nats-creds");
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -143,6 +183,7 @@ void Bus::publish(const std::string& subject, const std::string& reply, std::str
                                            static_cast<int>(data.size())),
              "publish " + subject);
 }
+std::string Bus::new_inbox() const { return inbox_prefix_ + "." + random_hex(11); }
 int64_t Bus::max_payload() const { return natsConnection_GetMaxPayload(nc_.get()); }
 
 Subscription Bus::make_sub(const std::string& subject, const std::string* queue, Handler h) {

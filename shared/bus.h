@@ -125,6 +125,15 @@ class Bus {
     std::string url = "nats://127.0.0.1:4222";
     std::string name;                          // connection name shown by nats-server
     std::chrono::milliseconds connect_timeout{10000};  // keep retrying the first connect this long
+    // NATS user credentials (operator mode, docs/security.md "NATS"): a .creds file, or a .creds
+    // file's text (what a sandbox's supervisor gets in BULWARK_NATS_CREDS); "" = none.
+    std::string creds;
+    // A PEM CA bundle file, or its text: connect with TLS and trust only this CA for the server's
+    // certificate; "" = TLS only when the URL says tls://, with the system's CAs.
+    std::string ca_file;
+    // Prefix of this connection's reply inboxes ("" = libnats' "_INBOX"): a sandbox may only
+    // subscribe below its own (nats_auth::sandbox_inbox_prefix).
+    std::string inbox_prefix;
   };
   // Throws Error(kUnavailable) saying which URL could not be reached and what to do.
   static std::unique_ptr<Bus> connect(const Options& opts);
@@ -143,6 +152,8 @@ class Bus {
   void publish(const std::string& subject, const std::string& reply, std::string_view data);
   // The largest message the server accepts (its max_payload), in bytes.
   int64_t max_payload() const;
+  // A fresh reply subject below this connection's inbox prefix (Options::inbox_prefix).
+  std::string new_inbox() const;
   // The libnats connection, owned by this Bus, for what it does not wrap.
   natsConnection* native_handle() const { return nc_.get(); }
   Subscription subscribe(const std::string& subject, Handler h);
@@ -209,12 +220,20 @@ class Bus {
   void drain(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
   bool connected() const;
   const std::string& url() const { return url_; }
+  // The CA the connection trusts as PEM text ("" = none given), for handing on to a sandbox.
+  const std::string& ca_pem() const { return ca_pem_; }
 
  private:
   Subscription make_sub(const std::string& subject, const std::string* queue, Handler h);
   jsCtx* js();
 
+  struct UserCreds {
+    std::string jwt, seed;
+  };
   std::string url_;
+  std::string inbox_prefix_ = "_INBOX";
+  std::string ca_pem_;
+  std::unique_ptr<UserCreds> creds_;  // read by libnats' callbacks on every (re)connect: outlives nc_
   NatsPtr<natsConnection> nc_;
   NatsPtr<jsCtx> js_;
   bool drained_ = false;

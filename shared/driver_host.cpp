@@ -1,5 +1,7 @@
 #include "shared/driver_host.h"
 
+#include <set>
+
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
@@ -189,17 +191,24 @@ void DriverHost::report(const std::string& sandbox_id, v1::ReportKind kind, cons
 void DriverHost::remember(const v1::WorkloadStatus& st) {
   std::lock_guard lock(mu_);
   known_[st.sandbox_id()] = st;
+  touched_[st.sandbox_id()] = std::chrono::steady_clock::now();
 }
 
 void DriverHost::poll() {
+  const auto listed_at = std::chrono::steady_clock::now();
   std::map<std::string, v1::WorkloadStatus> now;
   for (auto& st : backend_->list())
     if (!st.sandbox_id().empty()) now[st.sandbox_id()] = std::move(st);
   std::map<std::string, v1::WorkloadStatus> before;
+  std::set<std::string> busy;  // stopped or started while the list was taken: the list is stale for them
   {
     std::lock_guard lock(mu_);
     before = known_;
+    for (const auto& [id, at] : touched_)
+      if (at >= listed_at) busy.insert(id);
+    std::erase_if(touched_, [&](const auto& t) { return t.second < listed_at; });
   }
+  for (const auto& id : busy) before.erase(id), now.erase(id);
   for (const auto& [id, st] : now) {
     auto it = before.find(id);
     bool was_running = it != before.end() && it->second.running();
@@ -220,7 +229,7 @@ void DriverHost::poll() {
   // Entries added by create() during this pass are kept; the next pass settles them.
   for (auto& [id, st] : now) known_[id] = st;
   for (auto it = known_.begin(); it != known_.end();)
-    it = (!now.count(it->first) && before.count(it->first)) ? known_.erase(it) : std::next(it);
+    it = (!now.count(it->first) && before.count(it->first) && !busy.count(it->first)) ? known_.erase(it) : std::next(it);
 }
 
 v1::DriverCapabilities DriverHost::capabilities() const {
@@ -241,7 +250,14 @@ v1::DriverValidateReply DriverHost::validate(const v1::DriverValidateRequest& re
 v1::DriverCreateReply DriverHost::create(const v1::DriverCreateRequest& req) {
   const auto& id = req.sandbox_id();
   check_sandbox_id(id);
-  auto reply = backend_->create(id, req.spec());
+  v1::SandboxSpec spec = req.spec();
+  // The supervisor reads its flags from BULWARK_* variables and keeps every one of them from the
+  // agent (supervisor/agent.cpp), so its NATS credentials travel with the environment the backend
+  // gives the workload, whatever the backend. Set last: a user's env cannot replace them.
+  if (!req.nats_creds().empty()) (*spec.mutable_env())["BULWARK_NATS_CREDS"] = req.nats_creds();
+  // NATS over TLS: the supervisor trusts the CA this driver trusts (its text: no file to mount).
+  if (!bus_.ca_pem().empty()) (*spec.mutable_env())["BULWARK_NATS_CA"] = bus_.ca_pem();
+  auto reply = backend_->create(id, spec);
   v1::WorkloadStatus st;
   st.set_sandbox_id(id);
   st.set_workload_id(reply.workload_id());
@@ -276,7 +292,15 @@ v1::DriverStopReply DriverHost::stop_workload(const v1::DriverStopRequest& req) 
   v1::DriverStopReply r;
   r.set_existed(backend_->stop(req.sandbox_id(), grace));
   spdlog::info("sandbox {}: workload {}", req.sandbox_id(), r.existed() ? "stopped" : "not found to stop");
-  return r;  // the next poll reports WORKLOAD_EXITED with the code the stop produced
+  // Report the exit now, stamped before any start that follows this reply. Left to the next poll,
+  // a poll running while that start is in flight would stamp it after the start, and the gateway
+  // would take the old run's exit for the new run's failure.
+  if (r.existed())
+    if (auto st = backend_->get(req.sandbox_id()); st && st->exited()) {
+      report(req.sandbox_id(), v1::REPORT_WORKLOAD_EXITED, st->workload_id(), st->exit_code(), st->reason());
+      remember(*st);
+    }
+  return r;
 }
 
 v1::DriverStartReply DriverHost::start_workload(const v1::DriverStartRequest& req) {

@@ -87,13 +87,15 @@ class DriverHost : public Component {
   void heartbeat(bool draining);
   void report(const std::string& sandbox_id, v1::ReportKind kind, const std::string& workload_id, int exit_code,
               const std::string& reason = {});
-  void remember(const v1::WorkloadStatus& st);
+  void remember(const v1::WorkloadStatus& st);  // also marks the sandbox touched (see touched_)
 
   Bus& bus_;
   std::unique_ptr<DriverBackend> backend_;
   DriverHostOptions o_;
   std::mutex mu_;
   std::map<std::string, v1::WorkloadStatus> known_;  // sandbox_id -> last reported state
+  // sandbox_id -> when its last stop or start returned: a poll whose list is older says nothing about it.
+  std::map<std::string, std::chrono::steady_clock::time_point> touched_;
   std::condition_variable cv_;
   bool stopping_ = false;
   WorkQueue work_;

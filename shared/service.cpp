@@ -12,6 +12,7 @@
 
 #include "bulwark/v1/common.pb.h"
 #include "shared/log.h"
+#include "shared/metrics_listener.h"
 #include "shared/subjects.h"
 #include "shared/util.h"
 
@@ -21,58 +22,10 @@ void add_common_options(Flags& flags, CommonOptions& o) {
   flags.text("nats-url", &o.nats_url, "NATS server URL")
       .choice("log-format", &o.log_format, "log line format", {"text", "json"})
       .choice("log-level", &o.log_level, "least severe level logged", {"trace", "debug", "info", "warn", "error", "critical", "off"})
-      .seconds("nats-connect-timeout", &o.nats_connect_timeout_s, "how long to keep retrying the first NATS connect", 0, 3600);
+      .seconds("nats-connect-timeout", &o.nats_connect_timeout_s, "how long to keep retrying the first NATS connect", 0, 3600)
+      .text("nats-creds", &o.nats_creds, "NATS user credentials: a .creds file (or its text); default: none")
+      .text("nats-ca", &o.nats_ca, "CA certificate (PEM file, or its text) to connect to NATS over TLS with; default: plain TCP unless the URL is tls://");
 }
-
-namespace {
-// /metrics, /readyz and /livez on a listener of their own, apart from any API port (and its
-// tokens): what a Prometheus scraper or a load balancer's probe reaches.
-class MetricsListener {
- public:
-  MetricsListener(const std::string& listen, std::function<std::string()> not_ready) {
-    auto [host, port] = metrics::parse_listen(listen);
-    srv_.set_tcp_nodelay(true);
-    // Scrapes are rare and cheap: two threads, not httplib's default of at least eight. httplib
-    // owns (and deletes) the queue it gets from this factory.
-    srv_.new_task_queue = [] { return new httplib::ThreadPool(2); };
-    srv_.Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics::registry().render(), metrics::kContentType);
-    });
-    srv_.Get("/readyz", [not_ready = std::move(not_ready)](const httplib::Request&, httplib::Response& res) {
-      std::string why = not_ready();
-      if (why.empty()) {
-        res.set_content("ready\n", "text/plain");
-      } else {
-        res.status = 503;
-        res.set_content("not ready\n" + why, "text/plain");
-      }
-    });
-    srv_.Get("/livez", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
-    if (!srv_.bind_to_port(host, port))
-      throw Error(Code::kUnavailable,
-                  "cannot listen on " + listen + " for metrics (in use? set --metrics-listen or BULWARK_METRICS_LISTEN)",
-                  "metrics-listen");
-    thread_ = std::thread([this] {
-      srv_.listen_after_bind();
-      done_ = true;
-    });
-    spdlog::info("metrics on http://{}/metrics (also /readyz, /livez)", listen);
-  }
-  ~MetricsListener() {
-    // stop() does nothing until listen_after_bind has begun: wait for that (or for its end).
-    while (!srv_.is_running() && !done_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    srv_.stop();
-    thread_.join();
-  }
-  MetricsListener(const MetricsListener&) = delete;
-  MetricsListener& operator=(const MetricsListener&) = delete;
-
- private:
-  httplib::Server srv_;
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
-}  // namespace
 
 Service::Service(std::string name)
     : name_(std::move(name)),
@@ -117,7 +70,8 @@ int Service::run(int argc, char** argv, const std::function<std::unique_ptr<Comp
     std::optional<MetricsListener> listener;
     if (!common_.metrics_listen.empty()) listener.emplace(common_.metrics_listen, [this] { return not_ready(); });
     bus = Bus::connect({common_.nats_url, "bulwark-" + name_,
-                        std::chrono::milliseconds(static_cast<int64_t>(common_.nats_connect_timeout_s * 1000))});
+                        std::chrono::milliseconds(static_cast<int64_t>(common_.nats_connect_timeout_s * 1000)),
+                        common_.nats_creds, common_.nats_ca, ""});
     {
       std::lock_guard lock(live_mu_);
       bus_ = bus.get();

@@ -18,6 +18,8 @@ struct CommonOptions {
   std::string log_format = "text";
   std::string log_level = "info";
   double nats_connect_timeout_s = 10;
+  std::string nats_creds;  // a .creds file or its text; "" = none (docs/security.md, NATS)
+  std::string nats_ca;     // CA bundle: connect to NATS over TLS trusting it; "" = plain unless tls://
   // HOST:PORT of the Prometheus listener (/metrics, /readyz, /livez; docs/observability.md); "" =
   // none, the default, so tests that start many services do not fight for ports. It answers
   // without a token: bind it to a private address.

@@ -1,9 +1,15 @@
 #include "supervisor/agent.h"
 
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+
+#include "shared/error.h"
+#include "shared/util.h"
 
 namespace bulwark::supervisor {
 
@@ -45,6 +51,27 @@ void relay_lines(int fd, size_t max_line, const std::function<void(const std::st
     }
   }
   if (!pending.empty()) emit(pending);
+}
+
+std::string tty_line(std::string line) {
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+Pty open_pty(unsigned rows, unsigned cols) {
+  Pty p;
+  p.master.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!p.master || ::grantpt(p.master.get()) != 0 || ::unlockpt(p.master.get()) != 0)
+    throw Error(Code::kUnavailable, errno_text("open a pseudo-terminal for the agent (spec.tty; is /dev/pts mounted?)", errno));
+  char name[128];
+  if (::ptsname_r(p.master.get(), name, sizeof name) != 0) throw Error(Code::kInternal, errno_text("ptsname", errno));
+  p.slave.reset(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!p.slave) throw Error(Code::kInternal, errno_text(std::string("open ") + name, errno));
+  winsize ws{};
+  ws.ws_row = static_cast<unsigned short>(rows);
+  ws.ws_col = static_cast<unsigned short>(cols);
+  if (::ioctl(p.master.get(), TIOCSWINSZ, &ws) != 0) throw Error(Code::kInternal, errno_text("TIOCSWINSZ", errno));
+  return p;
 }
 
 }  // namespace bulwark::supervisor

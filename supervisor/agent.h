@@ -16,4 +16,16 @@ std::vector<std::string> agent_environment(char** environ_in);
 // max_line bytes are split). Returns when the writer side is closed.
 void relay_lines(int fd, size_t max_line, const std::function<void(const std::string&)>& on_line);
 
+// A line read from a pseudo-terminal's master without the '\r' the terminal's output processing
+// (ONLCR) put before its '\n', so `sandbox logs` shows the same text for a tty as for a pipe.
+std::string tty_line(std::string line);
+
+// Opens a pseudo-terminal for the agent (spec.tty) of rows x cols (so `stty size` and full-screen
+// programs see a sane size). The master stays with the supervisor; the slave is the agent's
+// stdin, stdout and stderr and controlling terminal. Both are close-on-exec.
+struct Pty {
+  Fd master, slave;
+};
+Pty open_pty(unsigned rows, unsigned cols);
+
 }  // namespace bulwark::supervisor

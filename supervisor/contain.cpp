@@ -25,6 +25,7 @@
 
 #include "shared/error.h"
 #include "shared/util.h"
+#include "supervisor/agent.h"
 #include "supervisor/firewall.h"
 #include "supervisor/identity.h"
 #include "supervisor/landlock.h"
@@ -450,6 +451,12 @@ void on_control(InitState& st, EventOut& events) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (o.tty) {
+      // The pseudo-terminal's slave is all three streams and the controlling terminal (isatty,
+      // job control, SIGWINCH), as `podman run -t` would give.
+      if (::ioctl(out_fd, TIOCSCTTY, 0) != 0) fail_step(report_fd, "tty", errno_text("TIOCSCTTY", errno));
+      ::dup2(out_fd, 0);
+    }
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
     // Nothing the supervisor itself inherited (a CI runner's descriptors...) reaches the agent.
@@ -505,8 +512,19 @@ AgentLauncher::AgentLauncher(ContainOptions o) : o_(std::move(o)), started_(std:
   control_.reset(control[0]);
   make_pipe(go);
   make_pipe(report);
-  make_pipe(out);
-  make_pipe(err);
+  if (o_.tty) {
+    // The slave takes the place of both output pipes' write ends; the master is read like them.
+    Pty pty = open_pty(24, 80);
+    Fd slave_err(::fcntl(pty.slave.get(), F_DUPFD_CLOEXEC, 0));  // stderr: the same slave
+    if (!slave_err) throw Error(Code::kInternal, errno_text("dup the pseudo-terminal", errno));
+    out[0] = pty.master.release();
+    out[1] = pty.slave.release();
+    err[0] = -1;
+    err[1] = slave_err.release();
+  } else {
+    make_pipe(out);
+    make_pipe(err);
+  }
   make_pipe(events, O_CLOEXEC | O_NONBLOCK);  // init must never block on it
   // Like fork (no CLONE_VM), with new namespaces. The raw syscall: glibc's clone() wants a stack.
   long pid = ::syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD,

@@ -56,6 +56,9 @@ struct ContainOptions {
   // spec.keep_after_exit: when the agent ends, init stays (reporting "agent CODE" on the control
   // channel) so exec and download still work until the sandbox is deleted (SIGTERM to init).
   bool keep_after_exit = false;
+  // spec.tty: the agent runs on a pseudo-terminal (stdin, stdout and stderr; session leader with it
+  // as controlling terminal); its output is one stream, read from the master (take_stdout).
+  bool tty = false;
 };
 
 struct ContainReport {
@@ -91,8 +94,10 @@ class AgentLauncher {
   // provider environment, fetched over NATS) reach the agent without touching a file or the
   // supervisor's own environment.
   ContainReport release(std::optional<std::vector<std::string>> env = std::nullopt);
+  // With tty, take_stdout is the pseudo-terminal's master and take_stderr is empty (-1).
   Fd take_stdout() { return std::move(out_); }
   Fd take_stderr() { return std::move(err_); }
+  bool tty() const { return o_.tty; }
   // Denials init saw (seccomp), one line each; EOF when the sandbox ends.
   Fd take_events() { return std::move(events_); }
   // The exec control channel to init (exec_control.h): spawn confined commands, learn exit codes.

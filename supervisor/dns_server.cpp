@@ -132,6 +132,7 @@ std::string DnsResponder::answer(std::string_view msg) {
     asio::ip::address a = asio::ip::address_v4(ntohl(sin->sin_addr.s_addr));
     if (std::find(addrs.begin(), addrs.end(), a) == addrs.end()) addrs.push_back(a);
   }
+  if (o_.names) o_.names->record(q.name, addrs);
   return dns_response(q, kRcodeNoError, addrs, o_.ttl);
 }
 

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "shared/process.h"
+#include "supervisor/dns_names.h"
 
 namespace bulwark::policy {
 class CompiledPolicy;
@@ -32,6 +33,9 @@ class DnsResponder {
     uint32_t ttl = 30;   // short: a policy change reaches cached answers quickly
     // Each refused name (already rate-limited to about 20 a second), from the responder's thread.
     std::function<void(const std::string& name, uint16_t qtype)> on_refused;
+    // Where each A answer is recorded (name -> addresses), for the proxy to attribute nameless
+    // transparent connections by address (dns_names.h). Optional.
+    std::shared_ptr<DnsNames> names;
   };
   // Binds both sockets and starts the thread; throws Error naming the address on failure.
   DnsResponder(Options o, std::shared_ptr<const policy::CompiledPolicy> policy);

@@ -134,16 +134,20 @@ TEST_CASE("the responder answers only names the policy names; the rest NXDOMAIN,
   o.listen_addr_be = htonl(0x7f000001);
   o.port = 0;
   o.on_refused = [&](const std::string& n, uint16_t) { refused.push_back(n); };
+  o.names = std::make_shared<DnsNames>();
   DnsResponder dns(o, policy);
   std::string ok = dns.answer(query("LOCALHOST", kTypeA));
   CHECK(rcode(ok) == 0);
   CHECK(ancount(ok) >= 1);
   CHECK(ok.find(std::string("\x7f\x00\x00\x01", 4)) != std::string::npos);
+  // What it answered maps back, for nameless transparent connections to 127.0.0.1.
+  CHECK(o.names->names_for(asio::ip::make_address("127.0.0.1")) == std::vector<std::string>{"localhost"});
   CHECK(ancount(dns.answer(query("localhost", kTypeAAAA))) == 0);  // the sandbox has no IPv6
   CHECK(rcode(dns.answer(query("x.never-resolves.invalid", kTypeA))) == kRcodeNxDomain);
   CHECK(refused.empty());
   CHECK(rcode(dns.answer(query("secret-data.evil.example", kTypeA))) == kRcodeNxDomain);
   CHECK(refused == std::vector<std::string>{"secret-data.evil.example"});
+  CHECK(o.names->size() == 1);  // refused names are never recorded
   std::string inf = dns.answer(query("inference.local", kTypeA));
   CHECK(ancount(inf) == 1);
   // Live policy change: nothing allowed any more.

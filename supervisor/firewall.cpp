@@ -29,10 +29,12 @@ std::string agent_ruleset(uint32_t proxy_addr_be, uint16_t proxy_port, int log_g
   std::string g = std::to_string(log_group);
   // Transparent: the supervisor answers DNS itself (only names the policy allows), and TCP to
   // any other address goes out to be redirected to the proxy on the supervisor's side. The
-  // supervisor's own address stays closed but for the proxy and DNS.
+  // supervisor's own address stays closed but for the proxy, DNS, and 80/443: inference.local
+  // resolves to the supervisor, and its side redirects those to the proxy's inference handler.
   std::string transparent_rules =
       transparent ? "    ip daddr " + proxy + " udp dport 53 accept\n"
                     "    ip daddr " + proxy + " tcp dport 53 accept\n"
+                    "    ip daddr " + proxy + " tcp dport { " + kInferencePorts + " } accept\n"
                     "    ip daddr != " + proxy + " meta l4proto tcp accept\n"
                   : "";
   return "table inet bulwark {\n"
@@ -79,6 +81,10 @@ std::string supervisor_redirect_ruleset(const std::string& table, const std::str
          "  chain prerouting {\n"
          "    type nat hook prerouting priority dstnat; policy accept;\n"
          "    iifname \"" + host_if + "\" ip daddr != " + host + " meta l4proto tcp redirect to :" +
+         std::to_string(transparent_port) + "\n"
+         // inference.local: the supervisor's own 80/443 go to the same listener, which serves
+         // them as inference.local (nothing else listens there).
+         "    iifname \"" + host_if + "\" ip daddr " + host + " tcp dport { " + kInferencePorts + " } redirect to :" +
          std::to_string(transparent_port) + "\n"
          "  }\n"
          "  chain forward {\n"

@@ -1,8 +1,9 @@
 #pragma once
 // The agent namespace's firewall (nftables, through libnftables: no `nft` binary needed in the
 // image). Everything leaving the agent is rejected and logged, except TCP to the supervisor's
-// egress proxy and the agent's own loopback. A client that ignores HTTP_PROXY gets a refusal
-// (TCP reset / ICMP unreachable), not a leak, and the supervisor hears about it (nflog).
+// egress proxy and the agent's own loopback, and (transparent egress, the default) TCP anywhere,
+// which the supervisor's side redirects to the proxy, and DNS to the supervisor. What is refused
+// gets a TCP reset / ICMP unreachable, not a leak, and the supervisor hears about it (nflog).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -13,6 +14,9 @@
 namespace bulwark::supervisor {
 
 inline constexpr int kDenyLogGroup = 7;  // nflog group the rules log to
+// The supervisor's ports that serve inference.local to clients ignoring the proxy settings
+// (transparent egress; nftables set syntax).
+inline constexpr const char* kInferencePorts = "80, 443";
 
 // The nftables ruleset text (pure; tested) and its application inside the current namespace.
 // transparent: TCP to any address but the supervisor's is let out too (the supervisor's side

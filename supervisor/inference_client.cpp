@@ -60,7 +60,7 @@ struct InferenceClient::Core : std::enable_shared_from_this<Core> {
 
   Bus& bus;
   const Options opts;
-  std::string inbox;  // "_INBOX.<unique>"; each call answers on inbox + "." + call_id
+  std::string inbox;  // "<inbox prefix>.<unique>"; each call answers on inbox + "." + call_id
   NatsPtr<natsSubscription> sub;
   std::thread timer;
 
@@ -97,10 +97,8 @@ void on_sub_complete(void* closure) {
 }  // namespace
 
 void InferenceClient::Core::start() {
-  natsInbox* raw_inbox = nullptr;
-  check_nats(natsInbox_Create(&raw_inbox), "create an inbox for inference replies");
-  inbox = raw_inbox;
-  natsInbox_Destroy(raw_inbox);
+  // Below the connection's inbox prefix: the only replies a sandbox's NATS credentials may read.
+  inbox = bus.new_inbox();
   const std::string subject = inbox + ".*";
   natsSubscription* raw = nullptr;
   check_nats(natsConnection_Subscribe(&raw, bus.native_handle(), subject.c_str(), on_frame_msg, this),

@@ -152,3 +152,42 @@ TEST_CASE("launch: --provider-env auto with no gateway at all runs the agent wit
   CHECK(sup.wait_for(60s) == 0);
   CHECK(l.output().find("token=[]") != std::string::npos);
 }
+
+namespace {
+// GET http://127.0.0.1:PORT/PATH with the host's curl: "" when nothing answered.
+std::string http_get(int port, const std::string& path) {
+  auto p = Process::spawn({.argv = {"curl", "-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(port) + path},
+                           .pipe_stdout = true});
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(p.stdout_fd(), buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  p.wait();
+  return out;
+}
+}  // namespace
+
+TEST_CASE("launch: --metrics-listen serves the supervisor's decisions, policy version and the agent's state") {
+  testing::TempDir dir{"bulwark-sup-metrics"};
+  int port = testing::free_port();
+  // The default policy has no network: the proxy refuses the agent's request.
+  Process sup = Process::spawn(
+      {.argv = {std::string(BULWARK_BIN_DIR) + "/bulwark-supervisor", "--standalone", "--metrics-listen",
+                "127.0.0.1:" + std::to_string(port), "--", "sh", "-c",
+                "curl -s --max-time 5 http://example.com/ >/dev/null; echo fetched; sleep 5"},
+       .output_file = dir.file("out.log")});
+  REQUIRE_MESSAGE(testing::wait_until([&] { return slurp(dir.file("out.log")).find("fetched") != std::string::npos; }, 60s),
+                  slurp(dir.file("out.log")));
+  std::string page = http_get(port, "/metrics");
+  CHECK_MESSAGE(page.find("bulwark_supervisor_decisions_total{layer=\"proxy\",decision=\"denied\"} 1\n") != std::string::npos, page);
+  CHECK(page.find("bulwark_supervisor_agent_running 1\n") != std::string::npos);
+  CHECK(page.find("bulwark_supervisor_policy_version 0\n") != std::string::npos);
+  CHECK(page.find("service=\"supervisor\"") != std::string::npos);
+  CHECK(http_get(port, "/readyz") == "ready\n");
+  CHECK(sup.wait_for(30s) == 0);
+}
+
+TEST_CASE("launch: a bad --metrics-listen is a flag error") {
+  Process sup = Process::spawn({.argv = {std::string(BULWARK_BIN_DIR) + "/bulwark-supervisor", "--standalone",
+                                         "--metrics-listen", "nowhere", "--", "true"}});
+  CHECK(sup.wait_for(30s) == 2);
+}

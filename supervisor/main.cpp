@@ -24,6 +24,8 @@
 
 #include "shared/audit.h"
 #include "shared/log.h"
+#include "shared/metrics.h"
+#include "shared/metrics_listener.h"
 #include "shared/policy.h"
 #include "shared/service.h"
 #include "shared/util.h"
@@ -40,6 +42,7 @@
 #include "supervisor/landlock_audit.h"
 #include "supervisor/proxy/egress_proxy.h"
 #include "supervisor/session.h"
+#include "supervisor/supervisor_metrics.h"
 
 extern char** environ;
 
@@ -90,6 +93,8 @@ void notice(Session* session, const std::string& text) {
 // A denial: logged here, and published as a structured event (stream "denial" of the sandbox's
 // log) for `bulwark sandbox logs --denials`.
 void deny(Session* session, const bulwark::v1::Denial& d, const std::string& text) {
+  // The proxy counts its own decisions (the allowed ones never come here).
+  if (d.layer() != "proxy") bulwark::supervisor::count_decision(d.layer(), bulwark::supervisor::decision_name(d.audit(), d.audit()));
   spdlog::warn("{}", text);
   if (session) session->denial(d, text);
 }
@@ -101,10 +106,12 @@ bulwark::v1::Denial denial_of(const std::string& layer, const std::string& reaso
   return d;
 }
 
+// tty: fd is a pseudo-terminal's master, whose lines end in "\r\n".
 std::thread relay(bulwark::Fd fd, FILE* echo, const char* stream, Session* session, std::atomic<int>& open_relays,
-                  std::mutex& mu, std::condition_variable& done) {
-  return std::thread([fd = std::move(fd), echo, stream, session, &open_relays, &mu, &done]() mutable {
-    bulwark::supervisor::relay_lines(fd.get(), 16 * 1024, [&](const std::string& line) {
+                  std::mutex& mu, std::condition_variable& done, bool tty = false) {
+  return std::thread([fd = std::move(fd), echo, stream, session, &open_relays, &mu, &done, tty]() mutable {
+    bulwark::supervisor::relay_lines(fd.get(), 16 * 1024, [&](const std::string& raw) {
+      const std::string line = tty ? bulwark::supervisor::tty_line(raw) : raw;
       std::fprintf(echo, "%s\n", line.c_str());
       std::fflush(echo);
       if (session) session->log_line(stream, line);
@@ -129,8 +136,9 @@ int main(int argc, char** argv) {
   bulwark::add_common_options(flags, common);
   std::string sandbox_id, policy_file, upstream_ca;
   std::string standalone = "false";
-  std::string transparent_egress = "false";
+  std::string transparent_egress = "true";
   std::string keep_after_exit = "false";
+  std::string tty = "false";
   std::string provider_env_flag = "auto";
   double inference_first_frame_s = 310, inference_idle_s = 130;
   int inference_max_request = static_cast<int>(bulwark::proxy::kDefaultInferenceMaxRequestBytes);
@@ -141,11 +149,16 @@ int main(int argc, char** argv) {
       .choice("standalone", &standalone, "confine directly on this host, with no gateway or NATS", {"true", "false"})
       .choice("transparent-egress", &transparent_egress,
               "police clients that ignore the proxy settings too: the agent's TCP to any address is redirected to "
-              "the proxy, and its DNS is answered from the policy (docs/proxy.md)",
+              "the proxy, and its DNS is answered from the policy (docs/proxy.md); false: only the proxy is "
+              "reachable and direct connections and DNS are refused",
               {"true", "false"})
       .choice("keep-after-exit", &keep_after_exit,
               "spec.keep_after_exit: when the agent ends, report its exit code but keep the sandbox running for "
               "exec and file transfer until it is deleted (SIGTERM)",
+              {"true", "false"})
+      .choice("tty", &tty,
+              "spec.tty: the agent runs on a pseudo-terminal (isatty is true; its output is one stream, "
+              "relayed as stdout)",
               {"true", "false"})
       .choice("provider-env", &provider_env_flag,
               "the agent's provider environment from gateway-api at launch: auto (if there is one), required (fail "
@@ -158,6 +171,9 @@ int main(int argc, char** argv) {
       .integer("inference-max-request-bytes", &inference_max_request,
                "inference.local: larger requests get 413 (never more than NATS max_payload minus 64 KiB)", 1024,
                1 << 30)
+      .text("metrics-listen", &common.metrics_listen,
+            "HOST:PORT serving Prometheus /metrics, /readyz and /livez (decisions by layer, policy version, the "
+            "agent's state) in the sandbox's container network; default: off")
       .rest("command", &command, "the agent command, after --", true);
   // `--standalone` alone reads as `--standalone=true` (Flags takes values only).
   std::vector<char*> args(argv, argv + argc);
@@ -181,6 +197,7 @@ int main(int argc, char** argv) {
   }
   try {
     bulwark::init_logging("supervisor", bulwark::parse_log_format(common.log_format), common.log_level);
+    if (!common.metrics_listen.empty()) bulwark::metrics::parse_listen(common.metrics_listen);  // a flag error
   } catch (const bulwark::Error& e) {
     std::cerr << "bulwark-supervisor: " << e.what() << "\n";
     return 2;
@@ -236,10 +253,16 @@ int main(int argc, char** argv) {
     bulwark::supervisor::ContainOptions co{sandbox_id, command, agent_env, policy};
     co.extra_read_only = extra_read_only;
     co.keep_after_exit = keep;
-    if (transparent) {
+    co.tty = tty == "true";
+    co.transparent = transparent;
+    struct stat resolv {};
+    if (transparent && (::lstat("/etc/resolv.conf", &resolv) != 0 || !S_ISREG(resolv.st_mode)))
+      // Nothing to bind over (or a symlink into /run, which the sandbox covers): the agent's
+      // lookups then go nowhere, which is closed; TCP is still policed.
+      spdlog::warn("sandbox {}: /etc/resolv.conf is missing or not a regular file: the agent gets no DNS", sandbox_id);
+    else if (transparent) {
       net_dir = std::make_unique<bulwark::TempDir>("bulwark-net");
       ::chmod(net_dir->path().c_str(), 0755);
-      co.transparent = true;
       co.resolv_conf = net_dir->file("resolv.conf");
       co.extra_read_only.push_back(co.resolv_conf);
       std::ofstream(co.resolv_conf) << "";  // written below, once the address is known; read at release
@@ -248,9 +271,11 @@ int main(int argc, char** argv) {
     launcher->setup_network();
     if (transparent) {
       const auto& veth = launcher->veth();
-      std::ofstream f(net_dir->file("resolv.conf"));
-      f << "nameserver " << bulwark::supervisor::ip_to_string(veth.host_addr) << "\noptions attempts:2 timeout:2\n";
-      if (!f) throw bulwark::Error(bulwark::Code::kInternal, "cannot write the agent's resolv.conf");
+      if (net_dir) {
+        std::ofstream f(net_dir->file("resolv.conf"));
+        f << "nameserver " << bulwark::supervisor::ip_to_string(veth.host_addr) << "\noptions attempts:2 timeout:2\n";
+        if (!f) throw bulwark::Error(bulwark::Code::kInternal, "cannot write the agent's resolv.conf");
+      }
       redirect = std::make_unique<bulwark::supervisor::TransparentRedirect>(veth.host_if, veth.host_addr,
                                                                             bulwark::supervisor::kTransparentPort);
     }
@@ -259,11 +284,28 @@ int main(int argc, char** argv) {
     return kExitConfinement;
   }
 
+  // Prometheus metrics: after step 1 (the listener is a thread), before anything is counted.
+  std::atomic<bool> agent_started{false};
+  std::optional<bulwark::MetricsListener> metrics_listener;
+  bulwark::metrics::Registry::Collector process_metrics;
+  if (!common.metrics_listen.empty()) {
+    try {
+      process_metrics = bulwark::metrics::register_process_metrics(bulwark::metrics::registry(), "supervisor", bulwark::kVersion);
+      bulwark::supervisor::set_policy_version(0);
+      bulwark::supervisor::set_agent_running(false);
+      metrics_listener.emplace(common.metrics_listen, [&agent_started] {
+        return agent_started ? std::string() : std::string("agent: not started yet");
+      });
+    } catch (const std::exception& e) {
+      spdlog::critical("sandbox {}: {}", sandbox_id, e.what());
+      return kExitConfinement;
+    }
+  }
+
   std::unique_ptr<Session> session;
   if (!standalone_flag) {
     try {
-      session = std::make_unique<Session>(common.nats_url, sandbox_id,
-                                          std::chrono::milliseconds(static_cast<int64_t>(common.nats_connect_timeout_s * 1000)));
+      session = std::make_unique<Session>(common, sandbox_id);
     } catch (const std::exception& e) {
       spdlog::critical("sandbox {}: cannot reach the gateway session: {}", sandbox_id, e.what());
       return kExitCannotConnect;
@@ -315,6 +357,8 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<bulwark::proxy::EgressProxy> proxy;
   std::unique_ptr<bulwark::supervisor::DnsResponder> dns;
+  // What the sandbox's DNS answered: nameless transparent connections are attributed by it.
+  auto dns_names = std::make_shared<bulwark::supervisor::DnsNames>();
   std::unique_ptr<bulwark::supervisor::DenialLog> denials;
   std::unique_ptr<bulwark::supervisor::LandlockAuditLog> landlock_log;
   std::string audit_problem;
@@ -329,6 +373,7 @@ int main(int argc, char** argv) {
     po.inference_max_request_bytes = static_cast<size_t>(inference_max_request);
     po.transparent = transparent;
     po.transparent_port = bulwark::supervisor::kTransparentPort;
+    po.names_for_address = [dns_names](const asio::ip::address& a) { return dns_names->names_for(a); };
     if (inference) {
       po.inference = inference->handler();
       // A request travels as one NATS message.
@@ -340,6 +385,7 @@ int main(int argc, char** argv) {
     }
     proxy = std::make_unique<bulwark::proxy::EgressProxy>(
         po, compiled, 0, [s = session.get()](const bulwark::proxy::Event& e) {
+          bulwark::supervisor::count_decision("proxy", bulwark::supervisor::decision_name(e.allowed, e.audit));
           if (e.allowed && !e.audit) return;
           bulwark::v1::Denial d;
           d.set_layer("proxy");
@@ -363,6 +409,7 @@ int main(int argc, char** argv) {
     if (transparent) {
       bulwark::supervisor::DnsResponder::Options dopts;
       dopts.listen_addr_be = launcher->veth().host_addr;
+      dopts.names = dns_names;
       dopts.on_refused = [s = session.get(), version = proxy.get()](const std::string& name, uint16_t qtype) {
         auto ev = denial_of("dns", "no network policy rule names this host, so it is not resolved");
         ev.set_host(name);
@@ -414,6 +461,8 @@ int main(int argc, char** argv) {
     }
     return kExitConfinement;
   }
+  agent_started = true;
+  bulwark::supervisor::set_agent_running(true);
   if (!audit_problem.empty()) report.notes.push_back("Landlock denials are not logged: " + audit_problem);
   for (const auto& n : report.notes) spdlog::warn("{}", n);
   spdlog::info("sandbox {}: confined in {:.1f} ms (Landlock ABI {}); running {}", sandbox_id, report.setup_ms,
@@ -428,6 +477,8 @@ int main(int argc, char** argv) {
         launcher->take_control(), bulwark::supervisor::ExecServer::Options{.sandbox_id = sandbox_id},
         [&sandbox_id, &agent_reported, s = session.get()](int code) {
           spdlog::info("sandbox {}: agent exited with code {}; kept for exec until deleted", sandbox_id, code);
+          bulwark::supervisor::set_agent_running(false);
+          bulwark::supervisor::set_agent_exit_code(code);
           if (!s) return;
           try {
             s->agent_exited(code);
@@ -457,14 +508,18 @@ int main(int argc, char** argv) {
         [p = proxy.get(), d = dns.get()](std::shared_ptr<const bulwark::policy::CompiledPolicy> c, uint64_t version) {
           if (d) d->set_policy(c);
           p->set_policy(std::move(c), version);
+          bulwark::supervisor::set_policy_version(version);
         });
   }
 
   std::mutex mu;
   std::condition_variable done;
-  std::atomic<int> open_relays{2};
-  auto out = relay(launcher->take_stdout(), stdout, "stdout", session.get(), open_relays, mu, done);
-  auto err = relay(launcher->take_stderr(), stderr, "stderr", session.get(), open_relays, mu, done);
+  // A tty is one stream (the master); pipes are two.
+  const bool agent_tty = launcher->tty();
+  std::atomic<int> open_relays{agent_tty ? 1 : 2};
+  auto out = relay(launcher->take_stdout(), stdout, "stdout", session.get(), open_relays, mu, done, agent_tty);
+  std::thread err;
+  if (!agent_tty) err = relay(launcher->take_stderr(), stderr, "stderr", session.get(), open_relays, mu, done);
   // The system calls init's seccomp listener refused.
   std::thread events([fd = launcher->take_events(), s = session.get()] {
     bulwark::supervisor::relay_lines(fd.get(), 4096, [&](const std::string& line) {
@@ -475,6 +530,8 @@ int main(int argc, char** argv) {
   });
 
   int code = supervise(launcher->pid());
+  bulwark::supervisor::set_agent_running(false);
+  bulwark::supervisor::set_agent_exit_code(code);
   {
     // The agent's init ended its PID namespace with it; the pipes close once the kernel has
     // reaped the rest. Wait a moment for the last lines.
@@ -482,7 +539,7 @@ int main(int argc, char** argv) {
     done.wait_for(lock, std::chrono::seconds(2), [&] { return open_relays == 0; });
   }
   out.join();
-  err.join();
+  if (err.joinable()) err.join();
   events.join();  // init is gone, so its end of the pipe is closed
   exec.reset();  // init is gone: every exec ended with it
   follower.reset();

@@ -3,14 +3,17 @@
 #include <spdlog/spdlog.h>
 
 #include "bulwark/v1/sandbox.pb.h"
+#include "shared/nats_auth.h"
 #include "shared/subjects.h"
 #include "shared/util.h"
 
 namespace bulwark::supervisor {
 
-Session::Session(const std::string& nats_url, std::string sandbox_id, std::chrono::milliseconds connect_timeout)
+Session::Session(const CommonOptions& common, std::string sandbox_id)
     : sandbox_id_(std::move(sandbox_id)),
-      bus_(Bus::connect({nats_url, "bulwark-supervisor-" + sandbox_id_, connect_timeout})),
+      bus_(Bus::connect({common.nats_url, "bulwark-supervisor-" + sandbox_id_,
+                         std::chrono::milliseconds(static_cast<int64_t>(common.nats_connect_timeout_s * 1000)),
+                         common.nats_creds, common.nats_ca, nats_auth::sandbox_inbox_prefix(sandbox_id_)})),
       publisher_([this] { publisher(); }) {}
 
 Session::~Session() { stop_publisher(); }

@@ -16,6 +16,7 @@
 
 #include "bulwark/v1/sandbox.pb.h"
 #include "shared/bus.h"
+#include "shared/service.h"
 #include "supervisor/contain.h"
 
 namespace bulwark::supervisor {
@@ -26,7 +27,9 @@ class Session {
   // denial never waits and drops the event instead (counted, and logged here).
   static constexpr size_t kMaxQueuedLines = 10000;
 
-  Session(const std::string& nats_url, std::string sandbox_id, std::chrono::milliseconds connect_timeout);
+  // Connects with the common NATS flags (--nats-url, --nats-creds, --nats-ca, ...); its reply
+  // inboxes lie below nats_auth::sandbox_inbox_prefix, the only ones its credentials may read.
+  Session(const CommonOptions& common, std::string sandbox_id);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

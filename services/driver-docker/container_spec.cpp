@@ -22,6 +22,7 @@ std::vector<std::string> capabilities(const std::string& network) {
       "SETGID",   // ... and its group (setgroups, setresgid)
       "SETPCAP",  // init empties the bounding set (PR_CAPBSET_DROP) before the agent runs
       "KILL",     // the supervisor (root) forwards SIGTERM to the agent's init (the sandbox user)
+      "NET_BIND_SERVICE",  // the sandbox's DNS responder listens on port 53 (transparent egress)
   };
   // Landlock's denials come from the kernel audit log, which the kernel delivers only to readers
   // in the host's network namespace. On a bridge the capability would read nothing; without it
@@ -43,6 +44,8 @@ nlohmann::json container_body(const std::string& sandbox_id, const v1::SandboxSp
   if (spec.providers_size() > 0) cmd = {"--provider-env", "required"};
   // The sandbox outlives its agent (exec, download) until deleted.
   if (spec.keep_after_exit()) cmd.push_back("--keep-after-exit=true");
+  // The agent's own pseudo-terminal is the supervisor's to give (the container needs none).
+  if (spec.tty()) cmd.push_back("--tty=true");
   cmd.push_back("--");
   for (const auto& a : spec.command()) cmd.push_back(a);
 

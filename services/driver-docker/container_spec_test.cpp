@@ -72,12 +72,12 @@ TEST_CASE("the supervisor bundle is bind-mounted read-only, and nothing else is 
 TEST_CASE("capabilities: every default dropped, only what the supervisor's steps need added") {
   auto h = container_body("abc123", box(), config())["HostConfig"];
   CHECK(h["CapDrop"] == json({"ALL"}));
-  CHECK(h["CapAdd"] == json({"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE", "SETUID", "SETGID", "SETPCAP", "KILL"}));
+  CHECK(h["CapAdd"] == json({"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE", "SETUID", "SETGID", "SETPCAP", "KILL", "NET_BIND_SERVICE"}));
   // Audit records reach readers in the host's network namespace only: AUDIT_READ there alone.
   auto c = config();
   c.network = "host";
   CHECK(container_body("abc123", box(), c)["HostConfig"]["CapAdd"] ==
-        json({"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE", "SETUID", "SETGID", "SETPCAP", "KILL", "AUDIT_READ"}));
+        json({"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE", "SETUID", "SETGID", "SETPCAP", "KILL", "NET_BIND_SERVICE", "AUDIT_READ"}));
   // Never the ones that reach past the container.
   for (const char* never : {"SYS_MODULE", "SYS_RAWIO", "SYS_BOOT", "SYS_TIME", "MAC_ADMIN", "DAC_READ_SEARCH",
                             "SYS_RESOURCE", "BPF", "PERFMON", "NET_RAW", "MKNOD", "AUDIT_CONTROL", "ALL"})

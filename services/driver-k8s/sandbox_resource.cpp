@@ -48,7 +48,8 @@ std::vector<std::string> capabilities() {
   // Everything else is dropped (drop ALL). Each is a step of the supervisor (supervisor/contain.cpp);
   // the agent drops all of them before it runs. AUDIT_READ is left out: a pod has its own network
   // namespace, where the kernel delivers no audit records (see docs/drivers.md, driver-docker).
-  return {"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE", "SETUID", "SETGID", "SETPCAP", "KILL"};
+  // NET_BIND_SERVICE: the sandbox's DNS responder listens on port 53.
+  return {"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE", "SETUID", "SETGID", "SETPCAP", "KILL", "NET_BIND_SERVICE"};
 }
 
 std::string resource_name(const std::string& sandbox_id) {

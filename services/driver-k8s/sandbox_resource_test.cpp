@@ -79,7 +79,7 @@ TEST_CASE("the body: ownership labels, the supervisor first, env last, capabilit
   CHECK(names == nlohmann::json({"A", "B", "BULWARK_SANDBOX_ID", "BULWARK_NATS_URL", "BULWARK_POLICY_YAML"}));
   CHECK(a["env"][3]["value"] == "nats://nats.bulwark.svc:4222");
   CHECK(a["securityContext"]["capabilities"]["drop"] == nlohmann::json({"ALL"}));
-  CHECK(a["securityContext"]["capabilities"]["add"].size() == 8);
+  CHECK(a["securityContext"]["capabilities"]["add"].size() == 9);
   CHECK(a["securityContext"]["seccompProfile"]["type"] == "Unconfined");
   CHECK(a["volumeMounts"][0]["mountPath"] == "/.bulwark");
   CHECK(a["volumeMounts"][0]["readOnly"] == true);

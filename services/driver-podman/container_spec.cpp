@@ -17,6 +17,8 @@ nlohmann::json container_spec(const std::string& sandbox_id, const v1::SandboxSp
   if (spec.providers_size() > 0) command = {"--provider-env", "required"};
   // The sandbox outlives its agent (exec, download) until deleted.
   if (spec.keep_after_exit()) command.push_back("--keep-after-exit=true");
+  // The agent's own pseudo-terminal is the supervisor's to give (the container needs none).
+  if (spec.tty()) command.push_back("--tty=true");
   command.push_back("--");
   for (const auto& a : spec.command()) command.push_back(a);
 

@@ -102,3 +102,13 @@ TEST_CASE("keep_after_exit: the supervisor is told to keep the sandbox after the
   CHECK(container_spec("abc", s, {"podman-h", "nats://x", "/b"})["command"] ==
         nlohmann::json({"--keep-after-exit=true", "--", "true"}));
 }
+
+TEST_CASE("tty: the supervisor gives the agent a pseudo-terminal (the container needs none)") {
+  v1::SandboxSpec s;
+  s.set_image("img");
+  s.add_command("sh");
+  s.set_tty(true);
+  auto body = container_spec("abc", s, {"podman-h", "nats://x", "/b"});
+  CHECK(body["command"] == nlohmann::json({"--tty=true", "--", "sh"}));
+  CHECK_FALSE(body.value("terminal", false));
+}

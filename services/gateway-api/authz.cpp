@@ -49,6 +49,17 @@ Decision authorize(const Caller& c, const std::string& method, const std::string
   // Answers about the gateway itself, and a check that changes nothing.
   if (route == "/v1/status" || route == "/v1/policies/validate") return allow();
 
+  // Watching phase changes and denials: every scope may; a ci token's stream carries its own
+  // sandboxes' events only (list_owner).
+  if (route == "/v1/events") return read ? allow() : deny(c, method, route, "GET only");
+
+  // Proposed rules from any sandbox's denials, and approving them (which widens a policy):
+  // operators only, reading included (a proposal names hosts and binaries of another's job).
+  if (under(route, "/v1/policies")) {
+    if (c.scope == Scope::kOperator) return allow();
+    return deny(c, method, route, "scope operator or admin");
+  }
+
   if (under(route, "/v1/sandboxes")) {
     if (c.scope == Scope::kOperator) return allow();
     if (c.scope == Scope::kReadOnly) return read ? allow() : deny(c, method, route, "scope ci (its own sandboxes), operator or admin");

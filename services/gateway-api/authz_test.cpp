@@ -106,3 +106,34 @@ TEST_CASE("route matching is by path segment") {
   CHECK(is_mutating("DELETE"));
   CHECK_FALSE(is_mutating("GET"));
 }
+
+TEST_CASE("pending policy proposals: operator and admin only, reading included") {
+  for (auto [m, r] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/v1/policies/{name}/pending"},
+           {"POST", "/v1/policies/{name}/pending/{proposal_id}/approve"},
+           {"POST", "/v1/policies/{name}/pending/{proposal_id}/reject"}}) {
+    CAPTURE(r);
+    CHECK(ok(as(Scope::kAdmin), m, r));
+    CHECK(ok(as(Scope::kOperator), m, r));
+    CHECK_FALSE(ok(as(Scope::kCi), m, r));
+    auto d = authorize(as(Scope::kReadOnly), m, r);
+    CHECK_FALSE(d.allowed);
+    CHECK(d.reason.find("scope operator or admin") != std::string::npos);
+  }
+  CHECK(ok(as(Scope::kCi), "POST", "/v1/policies/validate"));  // unchanged: a check that changes nothing
+}
+
+TEST_CASE("events: every scope may watch (ci only its own, per sandbox by owner); nothing may POST there") {
+  for (Scope s : {Scope::kOperator, Scope::kCi, Scope::kReadOnly}) {
+    CHECK(ok(as(s), "GET", "/v1/events"));
+    CHECK_FALSE(ok(as(s), "POST", "/v1/events"));
+  }
+  CHECK(list_owner(as(Scope::kCi, "cccccccccccc")) == std::optional<std::string>("cccccccccccc"));
+  CHECK_FALSE(list_owner(as(Scope::kReadOnly)).has_value());
+  CHECK(ok(as(Scope::kReadOnly), "GET", "/v1/sandboxes/{sandbox_id}/events", std::string("someone")));
+  auto ci = as(Scope::kCi, "cccccccccccc");
+  CHECK(ok(ci, "GET", "/v1/sandboxes/{sandbox_id}/events", std::string("cccccccccccc")));
+  auto other = authorize(ci, "GET", "/v1/sandboxes/{sandbox_id}/events", std::string("dddddddddddd"), "x");
+  CHECK_FALSE(other.allowed);
+  CHECK(other.code == Code::kNotFound);
+}

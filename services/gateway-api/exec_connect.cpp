@@ -6,7 +6,9 @@
 #include <atomic>
 #include <utility>  // before Boost 1.74's asio, which uses std::exchange without it
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <deque>
 
 #include "shared/error.h"
@@ -91,23 +93,46 @@ std::optional<std::pair<uint32_t, uint32_t>> parse_resize(const std::string& tex
   return std::make_pair(static_cast<uint32_t>(rows), static_cast<uint32_t>(cols));
 }
 
+// What the accept loop holds of a connection, whichever stream it runs on.
+class ConnBase {
+ public:
+  virtual ~ConnBase() = default;
+  virtual void start() = 0;
+  virtual void end_exec() = 0;
+  virtual void join_pump() = 0;
+};
+
 // One client: the handshake, then the WebSocket relayed to an ExecSession. All WebSocket work
 // happens on the connection's own io_context thread; the pump thread only reads NATS frames and
-// posts writes to it.
-class Conn : public std::enable_shared_from_this<Conn> {
+// posts writes to it. Stream: beast::tcp_stream, or beast::ssl_stream of one (--tls).
+template <class Stream>
+class Conn : public ConnBase, public std::enable_shared_from_this<Conn<Stream>> {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
  public:
   Conn(net::io_context& ioc, tcp::socket sock, ExecService& exec, const ConnectServer::Admit& admit)
+    requires(!kTls)
       : ioc_(ioc), ws_(beast::tcp_stream(std::move(sock))), exec_(exec), admit_(admit) {}
+  Conn(net::io_context& ioc, tcp::socket sock, net::ssl::context& ssl, ExecService& exec, const ConnectServer::Admit& admit)
+    requires(kTls)
+      : ioc_(ioc), ws_(beast::tcp_stream(std::move(sock)), ssl), exec_(exec), admit_(admit) {}
 
-  void start() {
+  void start() override {
     beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(10));
-    http::async_read(beast::get_lowest_layer(ws_), buf_, req_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_request(ec); });
+    if constexpr (kTls) {
+      // A client without a certificate the CA signed fails here, before any HTTP is read.
+      ws_.next_layer().async_handshake(net::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+        if (ec) return spdlog::debug("connect: TLS handshake failed: {}", ec.message());
+        self->read_request();
+      });
+    } else {
+      read_request();
+    }
   }
-  void join_pump() {
+  void join_pump() override {
     if (pump_.joinable()) pump_.join();
   }
-  void end_exec() {
+  void end_exec() override {
     closed_ = true;
     if (session_ && !ended_) {
       try {
@@ -118,13 +143,18 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
 
  private:
+  void read_request() {
+    http::async_read(ws_.next_layer(), buf_, req_,
+                     [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_request(ec); });
+  }
+
   void refuse(const Error& e) {
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(http_status(e.code())), req_.version());
     res->set(http::field::content_type, "application/json");
     res->body() = error_body(e);
     res->keep_alive(false);
     res->prepare_payload();
-    http::async_write(beast::get_lowest_layer(ws_), *res, [self = shared_from_this(), res](beast::error_code, size_t) {
+    http::async_write(ws_.next_layer(), *res, [self = this->shared_from_this(), res](beast::error_code, size_t) {
       beast::error_code ignored;
       beast::get_lowest_layer(self->ws_).socket().shutdown(tcp::socket::shutdown_send, ignored);
     });
@@ -149,7 +179,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
     target_ = t;
     beast::get_lowest_layer(ws_).expires_never();
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
-    ws_.async_accept(req_, [self = shared_from_this()](beast::error_code ec2) { self->on_accept(ec2); });
+    ws_.async_accept(req_, [self = this->shared_from_this()](beast::error_code ec2) { self->on_accept(ec2); });
   }
 
   void on_accept(beast::error_code ec) {
@@ -168,12 +198,12 @@ class Conn : public std::enable_shared_from_this<Conn> {
       return;
     }
     spdlog::info("connect: a terminal in sandbox {} ({}x{})", sandbox_id_, target_.rows, target_.cols);
-    pump_ = std::thread([self = shared_from_this()] { self->pump(); });
+    pump_ = std::thread([self = this->shared_from_this()] { self->pump(); });
     read();
   }
 
   void read() {
-    ws_.async_read(in_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    ws_.async_read(in_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->end_exec();  // the client left (or closed): its command goes too
       std::string data = beast::buffers_to_string(self->in_.data());
       self->in_.consume(self->in_.size());
@@ -194,12 +224,12 @@ class Conn : public std::enable_shared_from_this<Conn> {
         auto f = session_->next(std::chrono::milliseconds(200));
         if (!f) continue;
         if (f->has_output()) {
-          net::post(ioc_, [self = shared_from_this(), d = f->output().data()] { self->enqueue(true, d); });
+          net::post(ioc_, [self = this->shared_from_this(), d = f->output().data()] { self->enqueue(true, d); });
         } else if (f->has_end()) {
           ended_ = true;
           json j = {{"exit_code", f->end().exit_code()}};
           if (!f->end().error().empty()) j["error"] = {{"code", "unavailable"}, {"message", f->end().error()}};
-          net::post(ioc_, [self = shared_from_this(), t = j.dump(-1, ' ', false, json::error_handler_t::replace)] {
+          net::post(ioc_, [self = this->shared_from_this(), t = j.dump(-1, ' ', false, json::error_handler_t::replace)] {
             self->enqueue(false, t);
             self->close_after_ = true;
           });
@@ -208,7 +238,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       }
     } catch (const Error& e) {
       ended_ = true;
-      net::post(ioc_, [self = shared_from_this(), t = error_body(e)] {
+      net::post(ioc_, [self = this->shared_from_this(), t = error_body(e)] {
         self->enqueue(false, t);
         self->close_after_ = true;
       });
@@ -224,13 +254,13 @@ class Conn : public std::enable_shared_from_this<Conn> {
       writing_ = false;
       if (close_after_ && !closing_) {
         closing_ = true;
-        ws_.async_close(websocket::close_code::normal, [self = shared_from_this()](beast::error_code) {});
+        ws_.async_close(websocket::close_code::normal, [self = this->shared_from_this()](beast::error_code) {});
       }
       return;
     }
     writing_ = true;
     ws_.binary(out_.front().first);
-    ws_.async_write(net::buffer(out_.front().second), [self = shared_from_this()](beast::error_code ec, size_t) {
+    ws_.async_write(net::buffer(out_.front().second), [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec) {
         self->out_.clear();
         self->writing_ = false;
@@ -242,7 +272,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
 
   net::io_context& ioc_;
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<Stream> ws_;
   ExecService& exec_;
   const ConnectServer::Admit& admit_;
   beast::flat_buffer buf_, in_;
@@ -265,12 +295,14 @@ struct ConnectServer::Impl {
   std::mutex mu;
   struct Running {
     std::unique_ptr<net::io_context> ioc;
-    std::shared_ptr<Conn> conn;
+    std::shared_ptr<ConnBase> conn;
     std::thread thread;
     std::atomic<bool> done{false};
   };
   std::list<Running> conns;
   bool stopping = false;
+
+  std::unique_ptr<net::ssl::context> ssl;  // set: every connection speaks TLS first
 
   Impl(ExecService& e, Admit a) : exec(e), admit(std::move(a)) {}
 
@@ -299,7 +331,10 @@ struct ConnectServer::Impl {
       }
       auto& r = conns.emplace_back();
       r.ioc = std::move(ioc);
-      r.conn = std::make_shared<Conn>(*r.ioc, std::move(sock), exec, admit);
+      if (ssl)
+        r.conn = std::make_shared<Conn<beast::ssl_stream<beast::tcp_stream>>>(*r.ioc, std::move(sock), *ssl, exec, admit);
+      else
+        r.conn = std::make_shared<Conn<beast::tcp_stream>>(*r.ioc, std::move(sock), exec, admit);
       r.thread = std::thread([&r] {
         r.conn->start();
         try {
@@ -316,8 +351,12 @@ struct ConnectServer::Impl {
   }
 };
 
-ConnectServer::ConnectServer(const std::string& addr, int port, ExecService& exec, Admit admit)
+ConnectServer::ConnectServer(const std::string& addr, int port, ExecService& exec, Admit admit, const ServerTls& tls)
     : impl_(std::make_unique<Impl>(exec, std::move(admit))) {
+  if (tls.enabled()) {
+    impl_->ssl = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
+    configure_server_ctx(impl_->ssl->native_handle(), tls);
+  }
   beast::error_code ec;
   tcp::endpoint ep(net::ip::make_address(addr, ec), static_cast<unsigned short>(port));
   if (ec) throw Error(Code::kInvalidArgument, "connect listener: bad address '" + addr + "'");

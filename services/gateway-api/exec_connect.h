@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "services/gateway-api/exec.h"
+#include "services/gateway-api/tls.h"
 
 namespace bulwark::gateway {
 
@@ -36,7 +37,9 @@ class ConnectServer {
   // admit(authorization header, sandbox ref) throws Error when the caller may not connect (401,
   // 403, 404); it then finds the sandbox, which must allow exec (check_exec_allowed).
   using Admit = std::function<v1::Sandbox(const std::string& authorization, const std::string& ref)>;
-  ConnectServer(const std::string& addr, int port, ExecService& exec, Admit admit);
+  // tls enabled: every connection must complete a TLS handshake (with a client certificate when
+  // tls.client_ca_file is set) before its HTTP request is read.
+  ConnectServer(const std::string& addr, int port, ExecService& exec, Admit admit, const ServerTls& tls = {});
   ~ConnectServer();  // closes every connection (their commands are killed) and joins
   ConnectServer(const ConnectServer&) = delete;
   ConnectServer& operator=(const ConnectServer&) = delete;

@@ -136,7 +136,7 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
       status_(store_, probe_, [&bus] { return bus.connected(); }, o_.instance_id),
       nats_work_(2, "gateway-nats"),
       api_(ApiDeps{sandboxes_, providers_, inference_, store_, &status_, [&bus] { return bus.connected(); }, o_.limits,
-                   o_.auth ? &tokens_ : nullptr, &audit_, &exec_}) {
+                   o_.auth ? &tokens_ : nullptr, &audit_, &exec_, &proposals_}) {
   if (o_.auth) {
     std::string file = o_.bootstrap_token_file.empty() ? default_admin_token_file(o_.db_path) : o_.bootstrap_token_file;
     if (!tokens_.bootstrap(file)) spdlog::info("REST API: API tokens required (the first admin token went to {} when the database was new)", file);
@@ -147,7 +147,10 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
   }
   providers_.reseal();
   inference_.sync();  // SQLite is the truth: a wiped or stale KV is repaired here
-  sandboxes_.on_removed([this](const std::string& id) { inference_.drop_sandbox(id); });
+  sandboxes_.on_removed([this](const std::string& id) {
+    inference_.drop_sandbox(id);
+    proposals_.drop_sandbox(id);
+  });
   sandbox_metrics_ = watch_sandboxes(store_);  // bulwark_sandboxes{phase}, read at each scrape
 
   bus.ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, o_.stream_max_age);
@@ -172,8 +175,9 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
   });
   bus.flush();
 
-  api_.install(http_);
-  if (!http_.bind_to_port(o_.http_addr.c_str(), o_.http_port))
+  http_ = make_rest_server(o_.tls);
+  api_.install(*http_);
+  if (!http_->bind_to_port(o_.http_addr.c_str(), o_.http_port))
     throw Error(Code::kUnavailable, "cannot listen on " + o_.http_addr + ":" + std::to_string(o_.http_port) +
                                         " (in use? set --http-port or BULWARK_HTTP_PORT)");
   if (o_.connect_port != 0) {
@@ -189,13 +193,15 @@ Gateway::Gateway(Bus& bus, GatewayOptions o)
         if (!d.allowed) throw Error(d.code, d.reason, d.code == Code::kNotFound ? "sandbox_id" : "");
       }
       return sandboxes_.get(ref);
-    });
-    spdlog::info("connect (WebSocket terminals) on ws://{}:{}/v1/sandboxes/{{sandbox_id}}/connect", o_.http_addr, connect_->port());
+    }, o_.tls);
+    spdlog::info("connect (WebSocket terminals) on {}://{}:{}/v1/sandboxes/{{sandbox_id}}/connect", o_.tls.enabled() ? "wss" : "ws",
+                 o_.http_addr, connect_->port());
   }
 
   // Started last: a listener that cannot bind above fails the start before any thread runs.
-  http_thread_ = std::thread([this] { http_.listen_after_bind(); });
-  spdlog::info("REST API on http://{}:{}, database {}", o_.http_addr, o_.http_port, o_.db_path);
+  http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+  spdlog::info("REST API on {}://{}:{}{}, database {}", o_.tls.enabled() ? "https" : "http", o_.http_addr, o_.http_port,
+               o_.tls.client_ca_file.empty() ? "" : " (client certificates required)", o_.db_path);
 
   sweeper_ = std::thread([this] {
     std::unique_lock lock(mu_);
@@ -226,8 +232,11 @@ void Gateway::on_stream(Msg& m) {
       v1::LogLine l;
       if (!l.ParseFromArray(m.data().data(), static_cast<int>(m.data().size())) || l.sandbox_id().empty())
         spdlog::warn("dropping malformed LogLine on {}", subj);
-      else
+      else {
         sandboxes_.on_log(l, m.stream_seq());
+        // A denial a new network policy entry would have allowed is proposed for approval.
+        if (l.stream() == "denial" && l.has_denial() && store_.find(l.sandbox_id())) proposals_.on_denial(l.sandbox_id(), l.denial(), to_millis(now_timestamp()));
+      }
     }
   } catch (const std::exception& e) {
     // Not acked: JetStream redelivers after AckWait, by which time the store may be back.
@@ -238,7 +247,7 @@ void Gateway::on_stream(Msg& m) {
 }
 
 void Gateway::stop() {
-  http_.stop();
+  if (http_) http_->stop();
   connect_.reset();
   {
     std::lock_guard lock(mu_);

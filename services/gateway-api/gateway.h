@@ -12,6 +12,7 @@
 
 #include "services/gateway-api/exec_connect.h"
 #include "services/gateway-api/http_api.h"
+#include "services/gateway-api/proposals.h"
 #include "services/gateway-api/inference.h"
 #include "services/gateway-api/providers.h"
 #include "services/gateway-api/sandboxes.h"
@@ -40,6 +41,7 @@ struct GatewayOptions {
   bool auth = true;               // false: --auth none, every request is admin (local development only)
   int connect_port = -1;          // the WebSocket connect listener (exec_connect.h): -1 = http_port + 1, 0 = off
   std::string bootstrap_token_file;  // "" = admin.token beside db_path; written on first start only
+  ServerTls tls;                     // REST and connect over TLS (mTLS with a client CA); off by default
 };
 
 // HealthProbe over NATS: a request on bulwark.<service>.health.
@@ -90,7 +92,7 @@ class Gateway : public Component {
   Gateway(Bus& bus, GatewayOptions o);
   ~Gateway() override;
   void stop() override;
-  std::string not_ready() const override { return http_.is_running() ? "" : "the REST listener is not serving yet"; }
+  std::string not_ready() const override { return http_ && http_->is_running() ? "" : "the REST listener is not serving yet"; }
 
  private:
   void on_stream(Msg& m);
@@ -114,8 +116,9 @@ class Gateway : public Component {
   StatusBoard status_;
   WorkQueue nats_work_;
   ExecService exec_{bus_};  // before api_, which uses it
+  Proposals proposals_{o_.db_path};  // the approval flow: before api_, which uses it
   RestApi api_;
-  httplib::Server http_;
+  std::unique_ptr<httplib::Server> http_;  // an SSLServer with --tls (tls.h)
   std::thread http_thread_;
   std::unique_ptr<ConnectServer> connect_;  // interactive terminals (docs/exec.md)
   std::thread sweeper_;

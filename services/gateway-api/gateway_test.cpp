@@ -123,7 +123,7 @@ TEST_CASE("gateway over NATS: KV route tables, provider resolve and env, change 
   REQUIRE(c.ParseFromString(e->value));
   CHECK(c.routes(0).backends(0).provider() == "oa");
   CHECK(c.privacy() == "any");
-  auto scoped = http.Put("/v1/inference?sandbox=agent", table.dump(), "application/json");
+  auto scoped = http.Put("/v1/inference?sandbox_id=agent", table.dump(), "application/json");
   REQUIRE(scoped);
   CHECK(scoped->status == 200);
   CHECK(kv.get("sandbox." + id));
@@ -148,7 +148,7 @@ TEST_CASE("gateway over NATS: KV route tables, provider resolve and env, change 
   http2.set_bearer_token_auth(admin_token.c_str());
   REQUIRE(http2.Delete(("/v1/sandboxes/" + id).c_str()));
   CHECK(testing::wait_until([&] { return !kv.get("sandbox." + id); }, 5s));
-  auto gone = http2.Get(("/v1/inference?sandbox=" + id).c_str());
+  auto gone = http2.Get(("/v1/inference?sandbox_id=" + id).c_str());
   REQUIRE(gone);
   CHECK(gone->status == 404);
 }

@@ -11,6 +11,8 @@
 #include "bulwark/v1/common.pb.h"
 #include "services/gateway-api/gateway_metrics.h"
 #include "services/gateway-api/paging.h"
+#include "services/gateway-api/watch.h"
+#include "services/gateway-api/watch_http.h"
 #include "shared/error.h"
 #include "shared/proto_json.h"
 #include "shared/util.h"
@@ -166,20 +168,27 @@ const std::vector<RouteSpec>& route_specs() {
       {"DELETE", "/v1/sandboxes/{sandbox_id}", {}},
       {"POST", "/v1/sandboxes/{sandbox_id}/stop", {}},
       {"POST", "/v1/sandboxes/{sandbox_id}/start", {}},
-      {"GET", "/v1/sandboxes/{sandbox_id}/logs", {"tail", "stream"}},
+      {"GET", "/v1/sandboxes/{sandbox_id}/logs", {"tail", "stream", "since", "follow"}},
+      // Server-Sent Events of phase changes and denials (watch_http.h).
+      {"GET", "/v1/sandboxes/{sandbox_id}/events", {}},
+      {"GET", "/v1/events", {"sandbox_id"}},
       {"PUT", "/v1/sandboxes/{sandbox_id}/policy", {}},
       {"PATCH", "/v1/sandboxes/{sandbox_id}/policy", {}},
       {"GET", "/v1/sandboxes/{sandbox_id}/policy", {"version"}},
       {"GET", "/v1/sandboxes/{sandbox_id}/policy/versions", {}},
       {"POST", "/v1/policies/validate", {}},
+      // The approval flow (proposals.h): {name} is the sandbox's name or id, as for its policy.
+      {"GET", "/v1/policies/{name}/pending", {"all"}},
+      {"POST", "/v1/policies/{name}/pending/{proposal_id}/approve", {}},
+      {"POST", "/v1/policies/{name}/pending/{proposal_id}/reject", {}},
       {"POST", "/v1/providers", {}, true},
       {"GET", "/v1/providers", {"limit", "page_token"}},
       {"GET", "/v1/providers/{name}", {}},
       {"PATCH", "/v1/providers/{name}", {}},
       {"DELETE", "/v1/providers/{name}", {}},
-      {"PUT", "/v1/inference", {"sandbox"}},
-      {"GET", "/v1/inference", {"sandbox"}},
-      {"DELETE", "/v1/inference", {"sandbox"}},
+      {"PUT", "/v1/inference", {"sandbox_id"}},
+      {"GET", "/v1/inference", {"sandbox_id"}},
+      {"DELETE", "/v1/inference", {"sandbox_id"}},
       // Not `creates`: an Idempotency-Key answer is stored, and this one carries the secret.
       {"POST", "/v1/tokens", {}},
       {"GET", "/v1/tokens", {}},
@@ -372,6 +381,8 @@ void RestApi::install(httplib::Server& srv) {
   size_t max_body = kMaxBody;
   for (const auto& s : route_specs()) max_body = std::max(max_body, s.max_body);
   srv.set_payload_max_length(max_body);
+  // Live streams (events, logs follow) each hold a thread while open: more than httplib's 8.
+  srv.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
   Sandboxes& sandboxes = d_.sandboxes;
   Providers& providers = d_.providers;
   InferenceRoutes& inference = d_.inference;
@@ -440,8 +451,20 @@ void RestApi::install(httplib::Server& srv) {
         stream != "inference")
       throw Error(Code::kInvalidArgument, "stream: must be stdout, stderr, bulwark, denial or inference, got '" + stream + "'",
                   "stream");
-    for (auto& l : sandboxes.logs(req.matches[1], count_param(q, "tail", 1000, 100000), stream)) *reply.add_lines() = std::move(l);
+    LogFollow f{.tail = count_param(q, "tail", 1000, 100000), .stream = stream};
+    if (auto since = single(q, "since")) f.since_ms = parse_since(*since, to_millis(now_timestamp()));
+    if (flag(q, "follow")) return serve_log_follow(sandboxes, req.matches[1], f, res);
+    for (auto& l : sandboxes.logs(req.matches[1], f.tail, stream, f.since_ms)) *reply.add_lines() = std::move(l);
     send(res, 200, reply);
+  });
+  // Per owner: a ci token watches its own sandboxes only (list_owner), like GET /v1/sandboxes.
+  add(srv, "GET", "/v1/sandboxes/{sandbox_id}/events", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    serve_events(sandboxes, std::string(req.matches[1]), t_caller ? list_owner(*t_caller) : std::nullopt, res);
+  });
+  add(srv, "GET", "/v1/events", [&sandboxes](const httplib::Request& req, httplib::Response& res) {
+    auto id = single(query_of(req), "sandbox_id");
+    if (id && id->empty()) throw Error(Code::kInvalidArgument, "sandbox_id: empty (leave it out to watch every sandbox)", "sandbox_id");
+    serve_events(sandboxes, id, t_caller ? list_owner(*t_caller) : std::nullopt, res);
   });
 
   // Policies: relayed to policy-service, which versions them (docs/policy.md).
@@ -485,6 +508,56 @@ void RestApi::install(httplib::Server& srv) {
     send(res, 200, sandboxes.policy_validate(std::move(body)));
   });
 
+  // Proposed rules from denials (docs/policy.md "Pending proposals"); approving one is a normal
+  // policy update through policy-service, acknowledged by the sandbox unless wait_ms is 0.
+  auto proposals = [this]() -> Proposals& {
+    if (!d_.proposals) throw Error(Code::kUnavailable, "policy proposals are not available on this gateway");
+    return *d_.proposals;
+  };
+  auto proposal_id_of = [](const std::string& text) {
+    try {
+      size_t pos = 0;
+      long long n = std::stoll(text, &pos);
+      if (pos == text.size() && n > 0) return static_cast<int64_t>(n);
+    } catch (const std::exception&) {
+    }
+    throw Error(Code::kInvalidArgument, "proposal_id: must be a positive integer, got '" + text + "'", "proposal_id");
+  };
+  add(srv, "GET", "/v1/policies/{name}/pending", [&sandboxes, proposals](const httplib::Request& req, httplib::Response& res) {
+    std::string id = sandboxes.get(req.matches[1]).sandbox_id();
+    nlohmann::json out = {{"proposals", nlohmann::json::array()}};
+    for (const auto& p : proposals().list(id, flag(query_of(req), "all") ? "" : "pending"))
+      out["proposals"].push_back(to_json(p));
+    res.status = 200;
+    res.set_content(out.dump(), kJson);
+  });
+  add(srv, "POST", "/v1/policies/{name}/pending/{proposal_id}/approve",
+      [&sandboxes, proposals, proposal_id_of](const httplib::Request& req, httplib::Response& res) {
+        require_json(req);
+        auto body = nlohmann::json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
+        if (!body.is_object()) throw Error(Code::kInvalidArgument, "the body must be a JSON object: {wait_ms, reason}");
+        int64_t wait = body.value("wait_ms", int64_t{10000});
+        if (wait < 0) throw Error(Code::kInvalidArgument, "wait_ms: must be 0 or more", "wait_ms");
+        check_wait(static_cast<uint32_t>(std::min<int64_t>(wait, UINT32_MAX)));
+        std::string reason = body.value("reason", std::string());
+        std::string id = sandboxes.get(req.matches[1]).sandbox_id();
+        v1::PolicyWriteReply written;
+        auto p = proposals().approve(id, proposal_id_of(req.matches[2]), [&](const Proposal& p) {
+          written = sandboxes.policy_update(id, approval_request(p, static_cast<uint32_t>(wait), reason));
+          return written.version();
+        });
+        nlohmann::json out = {{"proposal", to_json(p)}, {"policy", nlohmann::json::parse(message_to_json(written))}};
+        res.status = 200;
+        res.set_content(out.dump(), kJson);
+      });
+  add(srv, "POST", "/v1/policies/{name}/pending/{proposal_id}/reject",
+      [&sandboxes, proposals, proposal_id_of](const httplib::Request& req, httplib::Response& res) {
+        std::string id = sandboxes.get(req.matches[1]).sandbox_id();
+        nlohmann::json out = {{"proposal", to_json(proposals().reject(id, proposal_id_of(req.matches[2])))}};
+        res.status = 200;
+        res.set_content(out.dump(), kJson);
+      });
+
   // Providers: credentials go in, only masked values come out (docs/api.md).
   add(srv, "POST", "/v1/providers", [&providers](const httplib::Request& req, httplib::Response& res) {
     send(res, 201, providers.create(body_as<v1::Provider>(req)));
@@ -510,17 +583,17 @@ void RestApi::install(httplib::Server& srv) {
     res.status = 204;
   });
 
-  // Inference route tables: global, or one sandbox's with ?sandbox=<id or name>.
+  // Inference route tables: global, or one sandbox's with ?sandbox_id=<id or name>.
   add(srv, "PUT", "/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
     auto q = query_of(req);
     auto c = body_as<v1::InferenceConfig>(req);
-    send(res, 200, inference.put(single(q, "sandbox").value_or(""), std::move(c)));
+    send(res, 200, inference.put(single(q, "sandbox_id").value_or(""), std::move(c)));
   });
   add(srv, "GET", "/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
-    send(res, 200, inference.get(single(query_of(req), "sandbox").value_or("")));
+    send(res, 200, inference.get(single(query_of(req), "sandbox_id").value_or("")));
   });
   add(srv, "DELETE", "/v1/inference", [&inference](const httplib::Request& req, httplib::Response& res) {
-    inference.remove(single(query_of(req), "sandbox").value_or(""));
+    inference.remove(single(query_of(req), "sandbox_id").value_or(""));
     res.status = 204;
   });
 

@@ -13,6 +13,7 @@
 #include "services/gateway-api/exec.h"
 #include "services/gateway-api/idempotency.h"
 #include "services/gateway-api/inference.h"
+#include "services/gateway-api/proposals.h"
 #include "services/gateway-api/providers.h"
 #include "services/gateway-api/rate_limit.h"
 #include "services/gateway-api/sandboxes.h"
@@ -59,6 +60,7 @@ struct ApiDeps {
   Tokens* tokens = nullptr;
   AuditLog* audit = nullptr;  // null: mutating calls are not recorded
   ExecService* exec = nullptr;  // exec and file transfer (exec.h); null: those routes answer 503
+  Proposals* proposals = nullptr;  // the approval flow (proposals.h); null: those routes answer 503
 };
 
 // The routes and their shared state (rate limiter, Idempotency-Key locks); must outlive the server.

@@ -156,7 +156,7 @@ TEST_CASE("REST inference: PUT, GET, DELETE per scope; errors name the field") {
               .status == 201);
   REQUIRE(api.call("POST", "/v1/providers", {{"name", "gh"}, {"type", "github"}, {"credentials", {{"GH_TOKEN", kSecret}}}})
               .status == 201);
-  check_error(api.call("GET", "/v1/inference"), 404, "not_found", "sandbox");
+  check_error(api.call("GET", "/v1/inference"), 404, "not_found", "sandbox_id");
 
   auto put = api.call("PUT", "/v1/inference", route_table("oa"));
   CHECK_MESSAGE(put.status == 200, put.raw);
@@ -169,18 +169,18 @@ TEST_CASE("REST inference: PUT, GET, DELETE per scope; errors name the field") {
   check_error(api.call("PUT", "/v1/inference", route_table("gh")), 400, "invalid_argument", "routes[0].backends[0].provider");
   check_error(api.call("PUT", "/v1/inference", route_table("nope")), 400, "invalid_argument", "routes[0].backends[0].provider");
   check_error(api.call("PUT", "/v1/inference", {{"routes", json::array()}}), 400, "invalid_argument", "routes");
-  check_error(api.call("PUT", "/v1/inference?sandbox=ghost", route_table("oa")), 404, "not_found", "sandbox");
+  check_error(api.call("PUT", "/v1/inference?sandbox_id=ghost", route_table("oa")), 404, "not_found", "sandbox_id");
   check_error(api.call("PUT", "/v1/inference", {{"routes", "x"}}), 400, "invalid_argument", "routes");
 
   bool created = false;
   v1::SandboxSpec spec;
   spec.set_name("agent");
   auto s = api.sandboxes.create(spec, "", &created);
-  auto scoped = api.call("PUT", "/v1/inference?sandbox=agent", route_table("oa", "gpt-*"));
+  auto scoped = api.call("PUT", "/v1/inference?sandbox_id=agent", route_table("oa", "gpt-*"));
   CHECK_MESSAGE(scoped.status == 200, scoped.raw);
   CHECK(scoped.body["sandbox_id"] == s.sandbox_id());
   CHECK(api.kv.config("sandbox." + s.sandbox_id()));
-  CHECK(api.call("GET", "/v1/inference?sandbox=" + s.sandbox_id()).body["routes"][0]["match"] == "gpt-*");
+  CHECK(api.call("GET", "/v1/inference?sandbox_id=" + s.sandbox_id()).body["routes"][0]["match"] == "gpt-*");
 
   // The provider is in use: not deleted, and the route is named.
   auto refused = api.call("DELETE", "/v1/providers/oa");
@@ -195,8 +195,8 @@ TEST_CASE("REST inference: PUT, GET, DELETE per scope; errors name the field") {
 
   CHECK(api.call("DELETE", "/v1/inference").status == 204);
   CHECK_FALSE(api.kv.config("global"));
-  check_error(api.call("DELETE", "/v1/inference"), 404, "not_found", "sandbox");
-  CHECK(api.call("DELETE", "/v1/inference?sandbox=agent").status == 204);
+  check_error(api.call("DELETE", "/v1/inference"), 404, "not_found", "sandbox_id");
+  CHECK(api.call("DELETE", "/v1/inference?sandbox_id=agent").status == 204);
   CHECK(api.call("DELETE", "/v1/providers/oa").status == 204);
 }
 

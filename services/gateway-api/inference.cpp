@@ -79,12 +79,12 @@ void InferenceRoutes::publish(const std::string& what, const std::function<void(
 }
 
 v1::InferenceConfig InferenceRoutes::put(const std::string& sandbox, v1::InferenceConfig c) {
-  std::string scope = scope_of(sandbox, true, "sandbox");
+  std::string scope = scope_of(sandbox, true, "sandbox_id");
   if (!c.sandbox_id().empty()) {
     std::string named = scope_of(c.sandbox_id(), true, "sandbox_id");
     if (!sandbox.empty() && named != scope)
       throw Error(Code::kInvalidArgument,
-                  "sandbox_id: the body names sandbox '" + c.sandbox_id() + "' but ?sandbox= names '" + sandbox + "'",
+                  "sandbox_id: the body names sandbox '" + c.sandbox_id() + "' but ?sandbox_id= names '" + sandbox + "'",
                   "sandbox_id");
     scope = named;
   }
@@ -113,22 +113,22 @@ v1::InferenceConfig InferenceRoutes::put(const std::string& sandbox, v1::Inferen
 }
 
 v1::InferenceConfig InferenceRoutes::get(const std::string& sandbox) {
-  std::string scope = scope_of(sandbox, false, "sandbox");
+  std::string scope = scope_of(sandbox, false, "sandbox_id");
   auto c = store_.find_inference(scope);
   if (!c)
     throw Error(Code::kNotFound, "no inference routes for " + (scope.empty() ? "the global scope" : "sandbox '" + sandbox + "'"),
-                "sandbox");
+                "sandbox_id");
   return *c;
 }
 
 void InferenceRoutes::remove(const std::string& sandbox) {
-  std::string scope = scope_of(sandbox, false, "sandbox");
+  std::string scope = scope_of(sandbox, false, "sandbox_id");
   const std::string key = subjects::inference_routes_key(scope);
   std::lock_guard lock(mu_);
   auto before = store_.find_inference(scope);
   if (!before)
     throw Error(Code::kNotFound, "no inference routes for " + (scope.empty() ? "the global scope" : "sandbox '" + sandbox + "'"),
-                "sandbox");
+                "sandbox_id");
   publish("delete the " + scope_label(scope) + " inference routes", [&] { pub_.erase(key); });
   try {
     store_.delete_inference(scope);

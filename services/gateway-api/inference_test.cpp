@@ -148,9 +148,9 @@ TEST_CASE("the scope must be a live sandbox, named once") {
   std::string a = f.sandbox("a");
   f.sandbox("b");
   f.sandbox("old", v1::DELETED);
-  CHECK(error_of([&] { f.routes.put("nope", one_route("openai")); }) == std::pair{Code::kNotFound, std::string("sandbox")});
+  CHECK(error_of([&] { f.routes.put("nope", one_route("openai")); }) == std::pair{Code::kNotFound, std::string("sandbox_id")});
   CHECK(error_of([&] { f.routes.put("old", one_route("openai")); }) ==
-        std::pair{Code::kFailedPrecondition, std::string("sandbox")});
+        std::pair{Code::kFailedPrecondition, std::string("sandbox_id")});
   auto body = one_route("openai");
   body.set_sandbox_id("b");
   CHECK(error_of([&] { f.routes.put("a", body); }) == std::pair{Code::kInvalidArgument, std::string("sandbox_id")});

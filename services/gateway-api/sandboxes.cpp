@@ -6,6 +6,7 @@
 
 #include "services/gateway-api/gateway_metrics.h"
 #include "services/gateway-api/lifecycle.h"
+#include "services/gateway-api/watch.h"
 #include "shared/error.h"
 #include "shared/policy.h"
 #include "shared/util.h"
@@ -13,6 +14,7 @@
 namespace bulwark::gateway {
 
 namespace {
+constexpr size_t kMaxLogScan = 100000;  // the most lines `since` looks through (the logs route's tail cap)
 const char* const kDriverKinds[] = {"podman", "docker", "kubernetes", "vm"};
 
 void check_key(const std::string& field, const std::string& key) {
@@ -88,6 +90,7 @@ v1::Sandbox Sandboxes::create(v1::SandboxSpec spec, const std::string& key, bool
   transition(s, v1::PENDING, "waiting for a scheduler", now);
   auto stored = store_.insert(s, key, created);
   if (*created) {
+    watchers_.publish(phase_event(stored, v1::PHASE_UNSPECIFIED));
     spdlog::info("sandbox {} ({}) created: image {}", s.sandbox_id(), s.name(), spec.image());
     std::string id = s.sandbox_id();
     work_.post([this, id] { place(id); });
@@ -118,7 +121,7 @@ v1::ListSandboxesReply Sandboxes::list(const SandboxFilter& f, const std::string
 
 v1::Sandbox Sandboxes::remove(const std::string& ref) {
   auto s = get(ref);
-  auto after = store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) {
+  auto after = modify(s.sandbox_id(), [&](v1::Sandbox& r) {
     if (r.phase() == v1::DELETED || r.phase() == v1::STOPPING) return false;
     transition(r, v1::STOPPING, "delete requested", now_timestamp());
     return true;
@@ -135,7 +138,7 @@ v1::Sandbox Sandboxes::stop(const std::string& ref, std::chrono::milliseconds gr
   auto s = get(ref);
   check_can_stop(s);
   cp_.stop_workload(s.driver_id(), s.sandbox_id(), grace);
-  auto after = store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) { return mark_stopped(r, now_timestamp()); });
+  auto after = modify(s.sandbox_id(), [&](v1::Sandbox& r) { return mark_stopped(r, now_timestamp()); });
   spdlog::info("sandbox {} stopped", s.sandbox_id());
   return after.value_or(s);
 }
@@ -145,7 +148,7 @@ v1::Sandbox Sandboxes::start(const std::string& ref) {
   check_can_start(s);
   // STARTING before the driver call: the new run's reports (running, check-in) may arrive before
   // the driver answers, and must count.
-  auto starting = store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) {
+  auto starting = modify(s.sandbox_id(), [&](v1::Sandbox& r) {
     check_can_start(r);  // again under the store's lock: a concurrent start or delete won
     mark_restarting(r, now_timestamp());
     return true;
@@ -153,7 +156,7 @@ v1::Sandbox Sandboxes::start(const std::string& ref) {
   try {
     cp_.start_workload(s.driver_id(), s.sandbox_id());
   } catch (const Error& e) {
-    store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) {
+    modify(s.sandbox_id(), [&](v1::Sandbox& r) {
       if (r.phase() != v1::STARTING) return false;
       transition(r, v1::FAILED, std::string("start failed: ") + e.what(), now_timestamp());
       return true;
@@ -164,8 +167,13 @@ v1::Sandbox Sandboxes::start(const std::string& ref) {
   return store_.find(s.sandbox_id()).value_or(*starting);
 }
 
-std::vector<v1::LogLine> Sandboxes::logs(const std::string& ref, size_t tail, const std::string& stream) {
-  return store_.logs(get(ref).sandbox_id(), tail, stream);
+std::vector<v1::LogLine> Sandboxes::logs(const std::string& ref, size_t tail, const std::string& stream, int64_t since_ms) {
+  if (since_ms <= 0) return store_.logs(get(ref).sandbox_id(), tail, stream);
+  // The store keeps lines in arrival order; those since the time, then the last `tail` of them.
+  auto all = store_.logs(get(ref).sandbox_id(), kMaxLogScan, stream);
+  std::erase_if(all, [&](const v1::LogLine& l) { return to_millis(l.at()) < since_ms; });
+  if (all.size() > tail) all.erase(all.begin(), all.end() - static_cast<std::ptrdiff_t>(tail));
+  return all;
 }
 
 void Sandboxes::place(const std::string& id) {
@@ -175,6 +183,7 @@ void Sandboxes::place(const std::string& id) {
   req.set_sandbox_id(id);
   *req.mutable_spec() = s->spec();
   try {
+    if (defaults_.nats_creds) req.set_nats_creds(defaults_.nats_creds(id));
     // Version 1 of the sandbox's policy, which its supervisor watches for changes. Stored before
     // the workload exists, so the supervisor always finds it. Idempotent: a retried placement
     // stores the same text again and policy-service answers "unchanged".
@@ -188,7 +197,7 @@ void Sandboxes::place(const std::string& id) {
     auto reply = cp_.place(req);
     // The reply carries what the scheduler and driver also report on the bus; applying it here
     // makes READY independent of which path arrives first (reports are idempotent).
-    store_.modify(id, [&](v1::Sandbox& r) {
+    modify(id, [&](v1::Sandbox& r) {
       auto now = now_timestamp();
       v1::StateReport rep;
       rep.set_sandbox_id(id);
@@ -201,7 +210,7 @@ void Sandboxes::place(const std::string& id) {
     });
   } catch (const Error& e) {
     spdlog::warn("sandbox {}: placement failed: {}", id, e.what());
-    store_.modify(id, [&](v1::Sandbox& r) {
+    modify(id, [&](v1::Sandbox& r) {
       if (r.phase() != v1::PENDING && r.phase() != v1::SCHEDULED) return false;
       transition(r, v1::FAILED, e.what(), now_timestamp());
       return true;
@@ -221,7 +230,7 @@ void Sandboxes::destroy(const std::string& id) {
       reason = "deleted; driver " + s->driver_id() + " was unreachable and removes the workload when it reconciles";
     } catch (const Error& e) {
       spdlog::warn("sandbox {}: delete on {} failed, will retry: {}", id, s->driver_id(), e.what());
-      store_.modify(id, [&](v1::Sandbox& r) {
+      modify(id, [&](v1::Sandbox& r) {
         r.set_reason(std::string("delete failed, retrying: ") + e.what());
         *r.mutable_updated_at() = now_timestamp();
         return true;
@@ -229,7 +238,7 @@ void Sandboxes::destroy(const std::string& id) {
       return;
     }
   }
-  store_.modify(id, [&](v1::Sandbox& r) {
+  modify(id, [&](v1::Sandbox& r) {
     if (r.phase() != v1::STOPPING) return false;
     r.set_workload_running(false);
     transition(r, v1::DELETED, reason, now_timestamp());
@@ -239,7 +248,7 @@ void Sandboxes::destroy(const std::string& id) {
 }
 
 void Sandboxes::on_report(const v1::StateReport& r) {
-  auto after = store_.modify(r.sandbox_id(), [&](v1::Sandbox& s) { return apply_report(s, r, now_timestamp()); });
+  auto after = modify(r.sandbox_id(), [&](v1::Sandbox& s) { return apply_report(s, r, now_timestamp()); });
   if (needs_cleanup(after ? &*after : nullptr, r)) {
     spdlog::info("driver {} reports a workload for {} sandbox {}: deleting it", r.driver_id(),
                  after ? "deleted" : "unknown", r.sandbox_id());
@@ -255,9 +264,28 @@ void Sandboxes::on_report(const v1::StateReport& r) {
 }
 
 void Sandboxes::on_log(const v1::LogLine& line, uint64_t seq) {
-  if (!store_.find(line.sandbox_id())) return;
+  auto s = store_.find(line.sandbox_id());
+  if (!s) return;
   store_.append_log(line, seq);
   count_denial(line);  // bulwark_denials_total: the sandboxes' confinement decisions
+  // Live streams: a redelivered line (seq seen) was stored once and is sent once.
+  uint64_t last = last_log_seq_.load();
+  while (seq > last && !last_log_seq_.compare_exchange_weak(last, seq)) {
+  }
+  if (seq != 0 && seq <= last) return;
+  watchers_.publish(log_event(line, s->owner()));
+  if (auto d = denial_event(line, s->owner())) watchers_.publish(*d);
+}
+
+std::optional<v1::Sandbox> Sandboxes::modify(const std::string& id, const std::function<bool(v1::Sandbox&)>& fn) {
+  v1::SandboxPhase before = v1::PHASE_UNSPECIFIED;
+  auto after = store_.modify(id, [&](v1::Sandbox& r) {
+    before = r.phase();
+    return fn(r);
+  });
+  // Every phase change passes here: the events stream sees each one.
+  if (after && after->phase() != before) watchers_.publish(phase_event(*after, before));
+  return after;
 }
 
 void Sandboxes::resume() {
@@ -274,7 +302,7 @@ void Sandboxes::resume() {
 void Sandboxes::sweep() {
   auto now = now_timestamp();
   for (const auto& s : store_.in_phases({v1::PENDING, v1::SCHEDULED, v1::STARTING})) {
-    store_.modify(s.sandbox_id(), [&](v1::Sandbox& r) { return expire_if_stuck(r, defaults_.start_timeout, now); });
+    modify(s.sandbox_id(), [&](v1::Sandbox& r) { return expire_if_stuck(r, defaults_.start_timeout, now); });
   }
   for (const auto& s : store_.in_phases({v1::STOPPING})) {
     if (to_millis(now) - to_millis(s.updated_at()) >= defaults_.delete_retry.count()) {

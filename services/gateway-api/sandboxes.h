@@ -2,6 +2,7 @@
 // The gateway's sandbox operations: validates requests, owns the records (through Store), starts
 // placement and deletion on worker threads, and folds the reports of other services into the
 // lifecycle. It reaches other services only through ControlPlane, so it is tested without NATS.
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <string>
@@ -12,6 +13,7 @@
 #include "bulwark/v1/sandbox.pb.h"
 #include "services/gateway-api/paging.h"
 #include "services/gateway-api/store.h"
+#include "services/gateway-api/watch.h"
 #include "shared/error.h"
 #include "shared/work_queue.h"
 
@@ -47,6 +49,9 @@ struct SandboxDefaults {
   std::vector<std::string> command = {"sleep", "infinity"};
   std::chrono::milliseconds start_timeout{120000};   // PENDING/SCHEDULED/STARTING longer than this fail
   std::chrono::milliseconds delete_retry{10000};     // a failed delete is retried this often
+  // Mints the NATS credentials of a sandbox's supervisor (a .creds file's text); unset = none
+  // (NATS without auth). Holds the account's signing key, which never leaves the gateway.
+  std::function<std::string(const std::string& sandbox_id)> nats_creds;
 };
 
 // Fills defaults and rejects what cannot run, naming the field. Pure.
@@ -70,7 +75,9 @@ class Sandboxes {
   // failed_precondition (field phase) from any other phase.
   v1::Sandbox stop(const std::string& id_or_name, std::chrono::milliseconds grace);
   v1::Sandbox start(const std::string& id_or_name);
-  std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail, const std::string& stream = "");
+  // The last `tail` lines of one stream ("" = all), of those at or after since_ms (0 = all).
+  std::vector<v1::LogLine> logs(const std::string& id_or_name, size_t tail, const std::string& stream = "",
+                                int64_t since_ms = 0);
 
   // The sandbox's policy, by id or name (policy-service holds the versions).
   v1::PolicyWriteReply policy_set(const std::string& id_or_name, v1::PolicySetRequest req);
@@ -89,15 +96,22 @@ class Sandboxes {
   // Runs (on a worker) for each sandbox whose deletion was requested: its inference routes go too.
   // Set before the first request.
   void on_removed(std::function<void(const std::string& sandbox_id)> fn) { removed_ = std::move(fn); }
+  // Phase changes and log lines (denials among them) as they are folded in: GET /v1/events and
+  // logs?follow=true (watch.h).
+  Watchers& watchers() { return watchers_; }
 
  private:
   void place(const std::string& sandbox_id);
   void destroy(const std::string& sandbox_id);
+  // store_.modify, publishing the phase change when there is one.
+  std::optional<v1::Sandbox> modify(const std::string& sandbox_id, const std::function<bool(v1::Sandbox&)>& fn);
 
   Store& store_;
   ControlPlane& cp_;
   SandboxDefaults defaults_;
   std::function<void(const std::string&)> removed_;
+  Watchers watchers_;
+  std::atomic<uint64_t> last_log_seq_{0};
   WorkQueue work_;
 };
 

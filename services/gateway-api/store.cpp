@@ -6,48 +6,6 @@
 
 namespace bulwark::gateway {
 
-// A prepared statement, finalized when it goes out of scope.
-struct Store::Stmt {
-  Stmt(sqlite3* db, const std::string& sql) : db(db) {
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
-      throw Error(Code::kInternal, "sqlite prepare: " + std::string(sqlite3_errmsg(db)) + " in: " + sql);
-  }
-  ~Stmt() { sqlite3_finalize(st); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  Stmt& bind(int i, const std::string& v) {
-    sqlite3_bind_text(st, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& bind_blob(int i, const std::string& v) {
-    sqlite3_bind_blob(st, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& bind(int i, int64_t v) {
-    sqlite3_bind_int64(st, i, v);
-    return *this;
-  }
-  Stmt& bind_null(int i) {
-    sqlite3_bind_null(st, i);
-    return *this;
-  }
-  bool step() {  // true while a row is available
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    throw Error(rc == SQLITE_CONSTRAINT ? Code::kAlreadyExists : Code::kInternal,
-                "sqlite: " + std::string(sqlite3_errmsg(db)));
-  }
-  std::string text(int col) {
-    auto* p = static_cast<const char*>(sqlite3_column_blob(st, col));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st, col))) : std::string();
-  }
-  int64_t integer(int col) { return sqlite3_column_int64(st, col); }
-
-  sqlite3* db;
-  sqlite3_stmt* st = nullptr;
-};
-
 Store::Store(const std::string& path) : path_(path) {
   if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) != SQLITE_OK) {

@@ -15,6 +15,7 @@
 #include "bulwark/v1/inference.pb.h"
 #include "bulwark/v1/sandbox.pb.h"
 #include "services/gateway-api/paging.h"
+#include "services/gateway-api/sqlite_stmt.h"
 
 namespace bulwark::gateway {
 
@@ -127,7 +128,7 @@ class Store {
   std::vector<AuditRow> list_audit(int64_t since, size_t limit);
 
  private:
-  struct Stmt;
+  using Stmt = SqliteStmt;
   void exec(const char* sql);
   void save_locked(const v1::Sandbox& s);
   std::vector<v1::Sandbox> query_records(const std::string& sql);

@@ -95,6 +95,7 @@ v1::PlaceReply Scheduler::place(const v1::PlaceRequest& req) {
     v1::DriverCreateRequest create;
     create.set_sandbox_id(req.sandbox_id());
     *create.mutable_spec() = req.spec();
+    create.set_nats_creds(req.nats_creds());
     try {
       auto reply = bus_.request<v1::DriverCreateReply>(subjects::driver_op(driver, "create"), create, o_.driver_timeout);
       spdlog::info("sandbox {} placed on {} (workload {})", req.sandbox_id(), driver, reply.workload_id());

@@ -573,9 +573,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
                             [self = shared_from_this(), old](asio::error_code ec, size_t n) {
                               if (self->phase_ != Phase::kHead) return;
                               self->head_buf_.resize(old + n);
-                              // Half-closed after sending everything, or the timer stopped the
-                              // read: decide on what came.
-                              bool finished = (ec == asio::error::eof && !self->head_buf_.empty()) ||
+                              // Half-closed after sending everything (or nothing: a connect to a
+                              // denied address is still logged as a denial), or the timer stopped
+                              // the read: decide on what came.
+                              bool finished = ec == asio::error::eof ||
                                               (ec == asio::error::operation_aborted && self->sniff_final_);
                               if (ec && !finished) {
                                 self->close();
@@ -604,11 +605,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     head_.form = TargetForm::kAuthority;
     early_ = std::move(head_buf_);
     head_buf_ = std::string();
+    // inference.local resolves (in the sandbox's DNS) to the supervisor's own address, whose 80
+    // and 443 are redirected here: nothing else can arrive with that destination.
+    inference_ = original_.address() == p_.listen_endpoint.address() && (original_.port() == 80 || original_.port() == 443);
     named_ = !s.name.empty();
-    host_ = named_ ? s.name : original_.address().to_string();
+    host_ = inference_ ? std::string("inference.local") : named_ ? s.name : original_.address().to_string();
     port_ = original_.port();
     target_ = format_authority(host_, port_);
-    inference_ = false;  // served only to clients that ask the proxy for it
     phase_ = Phase::kIdentify;
     arm(Clock::now() + p_.opts.header_timeout);
     if (identified_) decide();
@@ -650,9 +653,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
              "the endpoint's requests are inspected, which needs TLS interception, and this proxy has no sandbox CA");
         return;
       }
+      if (!conn_.allow && transparent_ && !named_ && !tried_names_ && p_.opts.names_for_address) {
+        // No name came with the bytes (protocol: tcp, or a client without SNI): the sandbox's
+        // DNS may have answered a name with this address. That answer was the supervisor's own
+        // lookup, so the name needs no second one.
+        auto names = p_.opts.names_for_address(original_.address());
+        if (names.size() > kMaxNameCandidates) names.resize(kMaxNameCandidates);
+        for (const auto& n : names) {
+          auto d = snap->policy->decide_connect(n, port_, caller_.exe_chain);
+          if (!d.allow) continue;
+          conn_ = d;
+          host_ = n;
+          named_ = true;
+          named_by_dns_ = true;
+          target_ = format_authority(host_, port_);
+          break;
+        }
+      }
       if (!conn_.allow && transparent_ && !named_ && !tried_names_) {
-        // No name came with the bytes (protocol: tcp, or a client without SNI): the address may
-        // still be one that a host the policy names on this port resolves to.
+        // Else the address may still be one that a host the policy names on this port resolves to.
         tried_names_ = true;
         candidates_ = snap->policy->exact_hosts_on_port(port_);
         if (candidates_.size() > kMaxNameCandidates) candidates_.resize(kMaxNameCandidates);
@@ -685,7 +704,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     phase_ = Phase::kConnect;
     arm(Clock::now() + p_.opts.connect_timeout);
     if (transparent_) {
-      if (!named_) {
+      if (!named_ || named_by_dns_) {
         check_addresses({original_});
         return;
       }
@@ -1444,6 +1463,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
           503, "unavailable", "bulwark: inference.local needs TLS interception, and this proxy has no sandbox CA", true));
       return;
     }
+    if (transparent_) {
+      // Redirected to the supervisor's 80/443: the client already speaks TLS or HTTP to it.
+      if (early_.empty()) {
+        close();
+        return;
+      }
+      phase_ = Phase::kSniff;
+      arm(last_activity_ + p_.opts.header_timeout);
+      on_sniffed();
+      return;
+    }
     answer_connect();  // then TLS with a leaf for inference.local, or plain HTTP in the tunnel
   }
 
@@ -1857,6 +1887,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Caller caller_;
   // Transparent: where the client was going, and whether host_ is a name it sent (else the address).
   const bool transparent_ = false;
+  bool named_by_dns_ = false;  // host_ is what the sandbox's DNS answered for the original address
   tcp::endpoint original_;
   bool named_ = false;
   SniffKind sniff_kind_ = SniffKind::kIncomplete;

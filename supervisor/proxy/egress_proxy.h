@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "supervisor/proxy/binary_identity.h"
 #include "supervisor/proxy/inference.h"
@@ -119,6 +120,10 @@ class EgressProxy {
     // Where an accepted transparent socket was going. Default: getsockopt(SO_ORIGINAL_DST, and
     // IP6T_SO_ORIGINAL_DST for IPv6). Tests replace it.
     std::function<asio::ip::tcp::endpoint(int fd)> original_destination;
+    // The names the sandbox's DNS answered with an address (the supervisor's DnsNames), newest
+    // first: a transparent connection that carries no name is attributed to the first of them
+    // the policy allows on its port, without another lookup. Called on the event loop.
+    std::function<std::vector<std::string>(const asio::ip::address&)> names_for_address;
   };
 
   // Binds and listens at once (so port() is valid and a bad address fails here), throwing

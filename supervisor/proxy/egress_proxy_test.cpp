@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -1803,4 +1804,136 @@ TEST_CASE("inference.local with the real curl: trusted through the sandbox CA, s
   CHECK(code == 0);
   CHECK(out == "{\"object\":\"list\",\"path\":\"/v1/models\"}{\"object\":\"list\",\"path\":\"/v1/x\"}");
   CHECK(p.proxy.active_connections() <= 1);
+}
+
+// --- transparent egress: what only the proxy's side decides --------------------------------------
+
+namespace {
+// A transparent proxy whose every connection was "going to" `dest`, its caller this executable
+// (the kernel's SO_ORIGINAL_DST and the agent's TCP table are replaced).
+EgressProxy::Options transparent_options(EgressProxy::Options o, const asio::ip::tcp::endpoint& dest) {
+  o.transparent = true;
+  o.transparent_port = 0;
+  o.transparent_sniff_timeout = 200ms;
+  o.original_destination = [dest](int) { return dest; };
+  o.identify = [](const asio::ip::tcp::endpoint&, const asio::ip::tcp::endpoint&) {
+    Caller c;
+    c.pid = ::getpid();
+    c.exe_chain = {self_exe()};
+    return c;
+  };
+  return o;
+}
+}  // namespace
+
+TEST_CASE("transparent: a connection to the proxy's own address on 443 is inference.local, TLS from the sandbox CA") {
+  InferenceSetup s;
+  StubInference stub(echo_reply);
+  TestProxy p(nothing_allowed(),
+              transparent_options(s.opts(stub), asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 443)));
+  Client c(p.proxy.transparent_port());
+  TlsClient t(c.fd(), s.ca->cert(), "inference.local");  // no CONNECT: the client believes it reached the server
+  REQUIRE(t.ok);
+  CHECK(t.verify == X509_V_OK);
+  t.send("POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 2\r\n\r\n{}");
+  Response r = read_chunked(t);
+  CHECK(r.status == 200);
+  CHECK(r.body == "POST /v1/chat/completions {}");
+  REQUIRE(stub.seen().size() == 1);
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].allowed);
+  CHECK(e[0].rule == kInferenceRule);
+  CHECK(e[0].host == "inference.local");
+  CHECK(e[0].transparent);
+}
+
+TEST_CASE("transparent: plain HTTP to the proxy's own address on 80 is inference.local too; another port of it is not") {
+  InferenceSetup s;
+  StubInference stub(echo_reply);
+  {
+    TestProxy p(nothing_allowed(),
+                transparent_options(s.opts(stub), asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 80)));
+    Client c(p.proxy.transparent_port());
+    c.send("GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n");
+    Response r = read_chunked(c);
+    CHECK(r.status == 200);
+    CHECK(r.body == "GET /v1/models ");
+  }
+  // Port 8080 of the same address is nothing special: decided by the policy (which allows nothing).
+  TestProxy p(nothing_allowed(),
+              transparent_options(s.opts(stub), asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 8080)));
+  Client c(p.proxy.transparent_port());
+  c.send("GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n");
+  CHECK(read_response(c).status == 403);
+  CHECK(stub.seen().size() == 1);
+}
+
+TEST_CASE("transparent: a nameless connection is named by what the sandbox's DNS answered for its address") {
+  // A service on this host's own (non-loopback) address: loopback could only be opened by naming
+  // the address itself, and this test is about names.
+  std::string host_ip;
+  {
+    ifaddrs* ifs = nullptr;
+    REQUIRE(::getifaddrs(&ifs) == 0);
+    for (auto* i = ifs; i && host_ip.empty(); i = i->ifa_next) {
+      if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+      auto a = asio::ip::address_v4(ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr));
+      if (!a.is_loopback()) host_ip = a.to_string();
+    }
+    ::freeifaddrs(ifs);
+  }
+  REQUIRE_MESSAGE(!host_ip.empty(), "this test needs a non-loopback IPv4 address on the host");
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address(host_ip), 0));
+  const uint16_t port = acceptor.local_endpoint().port();
+  std::thread server([&] {
+    asio::error_code ec;
+    auto sock = acceptor.accept(ec);
+    if (ec) return;
+    char buf[64];
+    size_t n = sock.read_some(asio::buffer(buf), ec);
+    if (!ec) asio::write(sock, asio::buffer(buf, n), ec);
+  });
+  auto dest = asio::ip::tcp::endpoint(asio::ip::make_address(host_ip), port);
+  // cache.invalid never resolves: only the DNS answer can name the address.
+  auto policy = allow("cache.invalid", port, "        protocol: tcp\n");
+  std::vector<std::string> asked;
+  auto o = transparent_options(test_options(), dest);
+  o.names_for_address = [&asked](const asio::ip::address& a) {
+    asked.push_back(a.to_string());
+    return std::vector<std::string>{"other.invalid", "cache.invalid"};
+  };
+  {
+    TestProxy p(policy, o);
+    Client c(p.proxy.transparent_port());
+    // Sends nothing first (a server-speaks-first protocol): decided after the sniff timeout.
+    std::this_thread::sleep_for(300ms);
+    c.send("ping\n");
+    CHECK(c.read_until("\n") == "ping\n");
+    auto e = p.events();
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].allowed);
+    CHECK(e[0].host == "cache.invalid");
+    CHECK(e[0].rule == "network_policies.test.endpoints[0]");
+  }
+  server.join();
+  CHECK(asked == std::vector<std::string>{host_ip});
+  // Without that answer the address is all there is: denied, nothing dialled.
+  o.names_for_address = [](const asio::ip::address&) { return std::vector<std::string>{}; };
+  TestProxy p(policy, o);
+  Client c(p.proxy.transparent_port());
+  c.send("ping\n");
+  std::string got;
+  try {
+    got = c.read_to_eof();
+  } catch (const std::exception& ex) {
+    CHECK_MESSAGE(std::string(ex.what()).find("reset") != std::string::npos, ex.what());  // refused with a reset
+  }
+  CHECK(got.empty());
+  auto e = p.events();
+  REQUIRE(e.size() == 1);
+  CHECK_FALSE(e[0].allowed);
+  CHECK(e[0].host == host_ip);
+  CHECK(e[0].rule == "bulwark:default-deny");
 }

@@ -24,20 +24,17 @@
 #include <unordered_map>
 
 #include "shared/error.h"
+#include "shared/host_name.h"
+#include "shared/openssl_ptr.h"
 
 namespace bulwark::proxy {
 namespace {
 
-using X509Ptr = std::unique_ptr<X509, OsslFree<X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslFree<EVP_PKEY_free>>;
-using BioPtr = std::unique_ptr<BIO, OsslFree<BIO_free_all>>;
-using BnPtr = std::unique_ptr<BIGNUM, OsslFree<BN_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, OsslFree<X509_EXTENSION_free>>;
+using namespace ossl;
 using GenNamesPtr = std::unique_ptr<GENERAL_NAMES, OsslFree<GENERAL_NAMES_free>>;
 using GenNamePtr = std::unique_ptr<GENERAL_NAME, OsslFree<GENERAL_NAME_free>>;
 using Ia5Ptr = std::unique_ptr<ASN1_IA5STRING, OsslFree<ASN1_IA5STRING_free>>;
 using OctetPtr = std::unique_ptr<ASN1_OCTET_STRING, OsslFree<ASN1_OCTET_STRING_free>>;
-using SslCtxPtr = std::unique_ptr<SSL_CTX, OsslFree<SSL_CTX_free>>;
 using Clock = std::chrono::steady_clock;
 
 constexpr long kHour = 3600;
@@ -46,18 +43,6 @@ constexpr long kBackdate = kHour;  // tolerate an agent clock somewhat behind ou
 constexpr long kCaLifetime = 30 * kDay;
 constexpr long kLeafLifetime = 7 * kDay;
 constexpr size_t kMaxCn = 64;  // X.520 upper bound on commonName; OpenSSL refuses longer
-
-// Every OpenSSL error queued on this thread, joined, and the queue left empty.
-std::string ossl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "no OpenSSL error reported" : out;
-}
 
 [[noreturn]] void fail(const std::string& what, Code code = Code::kInternal) {
   throw Error(code, what + ": " + ossl_errors());
@@ -77,34 +62,9 @@ struct Host {
 };
 
 Host normalize_host(const std::string& raw) {
-  std::string h = raw;
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  for (int family : {AF_INET, AF_INET6}) {
-    unsigned char buf[sizeof(in6_addr)];
-    if (::inet_pton(family, h.c_str(), buf) == 1) {
-      char text[INET6_ADDRSTRLEN];
-      ::inet_ntop(family, buf, text, sizeof text);
-      return {text, true};
-    }
-  }
-  for (char& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (!h.empty() && h.back() == '.') h.pop_back();
-  // Letters, digits, '-' and '_' (seen in real service names) in dot-separated labels of 1..63:
-  // this also keeps wildcards and anything that could confuse a name parser out of certificates.
-  bool ok = !h.empty() && h.size() <= 253;
-  size_t label = 0;
-  for (char c : h) {
-    if (c == '.') {
-      ok = ok && label > 0;
-      label = 0;
-    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') {
-      ok = ok && ++label <= 63;
-    } else {
-      ok = false;
-    }
-  }
-  if (!ok || label == 0) throw Error(Code::kInvalidArgument, "not a DNS name or IP literal: '" + raw + "'", "host");
-  return {h, false};
+  auto h = parse_host_name(raw);
+  if (!h) throw Error(Code::kInvalidArgument, "not a DNS name or IP literal: '" + raw + "'", "host");
+  return {h->text, h->ip};
 }
 
 PkeyPtr new_p256_key() {

@@ -20,14 +20,12 @@
 #include <utility>
 #include <vector>
 
+#include "shared/openssl_ptr.h"
+
 namespace bulwark::proxy {
 
-// A unique_ptr deleter for an OpenSSL free function: std::unique_ptr<X509, OsslFree<X509_free>>.
-template <auto F>
-struct OsslFree {
-  template <class T>
-  void operator()(T* p) const { F(p); }
-};
+// Kept visible here for the users of this header (tests, bench) that name proxy's OsslFree.
+using bulwark::OsslFree;
 
 class SandboxCa {
  public:

@@ -2,7 +2,6 @@
 // httplib and the bulwark CLI. Missing, garbage, expired and revoked tokens; scopes; one CI token
 // against another's sandbox; the audit log; and no secret ever in a list or in the log.
 #include <doctest/doctest.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,12 +58,8 @@ std::vector<std::string> names_listed(const Suite& s, const std::string& token) 
   return out;
 }
 
-struct Run {
-  int code;
-  std::string out, err;
-};
 // The CLI with env entries added ("K=V"; "BULWARK_TOKEN=" unsets the suite's token for it).
-Run bulwark_cli(const Suite& s, const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {}) {
+ProcessResult bulwark_cli(const Suite& s, const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {}) {
   std::vector<std::string> argv = {bin("bulwark"), "--gateway", s.gateway_url()};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<std::string> env = extra_env;
@@ -73,28 +68,9 @@ Run bulwark_cli(const Suite& s, const std::vector<std::string>& args, const std:
       if (entry.compare(0, x.find('=') + 1, x, 0, x.find('=') + 1) == 0) return true;
     return false;
   };
-  for (char** e = environ; *e; ++e)
-    if (!overridden(*e)) env.push_back(*e);
-  auto p = Process::spawn({.argv = argv, .env = env, .pipe_stdout = true, .pipe_stderr = true});
-  Run r{0, {}, {}};
-  pollfd fds[2] = {{p.stdout_fd(), POLLIN, 0}, {p.stderr_fd(), POLLIN, 0}};
-  std::string* into[2] = {&r.out, &r.err};
-  int live = 2;
-  char buf[4096];
-  while (live > 0) {
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) into[i]->append(buf, static_cast<size_t>(n));
-      else if (n == 0 || errno != EINTR) fds[i].fd = -1, --live;
-    }
-  }
-  r.code = p.wait();
-  return r;
+  auto rest = environment_without(overridden);
+  env.insert(env.end(), rest.begin(), rest.end());
+  return run_process(argv, env);
 }
 }  // namespace
 

@@ -1,6 +1,5 @@
 // The bulwark CLI as a user runs it, against the real suite.
 #include <doctest/doctest.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,13 +13,9 @@ using namespace bulwark;
 using namespace bulwark::testing;
 
 namespace {
-struct Run {
-  int code;
-  std::string out, err;
-};
 // extra_env: "K=V" entries added to this process's environment for the CLI.
-Run bulwark_cli(const std::vector<std::string>& args, const std::string& gateway,
-                const std::vector<std::string>& extra_env = {}) {
+ProcessResult bulwark_cli(const std::vector<std::string>& args, const std::string& gateway,
+                          const std::vector<std::string>& extra_env = {}) {
   std::vector<std::string> argv = {bin("bulwark"), "--gateway", gateway};
   argv.insert(argv.end(), args.begin(), args.end());
   std::optional<std::vector<std::string>> env;
@@ -29,27 +24,7 @@ Run bulwark_cli(const std::vector<std::string>& args, const std::string& gateway
     for (char** e = environ; *e; ++e) env->push_back(*e);
     env->insert(env->end(), extra_env.begin(), extra_env.end());
   }
-  auto p = Process::spawn({.argv = argv, .env = env, .pipe_stdout = true, .pipe_stderr = true});
-  // Both pipes at once, so neither can fill up while the other is read.
-  Run r{0, {}, {}};
-  pollfd fds[2] = {{p.stdout_fd(), POLLIN, 0}, {p.stderr_fd(), POLLIN, 0}};
-  std::string* into[2] = {&r.out, &r.err};
-  int live = 2;
-  char buf[4096];
-  while (live > 0) {
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) into[i]->append(buf, static_cast<size_t>(n));
-      else if (n == 0 || errno != EINTR) fds[i].fd = -1, --live;
-    }
-  }
-  r.code = p.wait();
-  return r;
+  return run_process(argv, env);
 }
 
 std::string write_file(const TempDir& dir, const std::string& name, const std::string& text) {
@@ -246,7 +221,7 @@ TEST_CASE("bulwark status shows the gateway, live services, the driver and sandb
   auto b = bulwark_cli({"sandbox", "create", "--name", "st-web", "-l", "team=web", "--", "true"}, gw);
   REQUIRE_MESSAGE(b.code == 0, b.err);
 
-  Run st;
+  ProcessResult st;
   bool ok = wait_until([&] {
     st = bulwark_cli({"status"}, gw);
     return st.code == 0 && has(st.out, suite.driver_id());

@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/suite.h"
@@ -118,9 +119,20 @@ TEST_CASE("docker-compose up runs the suite from its images, and bulwark sandbox
   std::string admin = token.out.substr(0, token.out.find('\n'));
   REQUIRE_MESSAGE(admin.rfind("bwk_", 0) == 0, token.out);
 
-  // The real CLI against the published port: the sandbox runs on the same dockerd via driver-docker.
-  std::string gateway = "http://127.0.0.1:" + std::to_string(http_port);
+  // The gateway's PKI, made on first start in its volume: the CLI's CA and client certificate.
   std::vector<std::string> cli_env = env;
+  for (const char* f : {"ca.crt", "client-cli-admin.crt", "client-cli-admin.key"}) {
+    auto pem = run(with({"exec", "-T", "gateway-api", "cat", std::string("/var/lib/bulwark/pki/") + f}), env, dir);
+    REQUIRE_MESSAGE((pem.code == 0 && pem.out.find("-----BEGIN") != std::string::npos), f << ": " << pem.out);
+    std::ofstream(dir.file(f)) << pem.out;
+    std::filesystem::permissions(dir.file(f), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+  cli_env.push_back("BULWARK_CA_CERT=" + dir.file("ca.crt"));
+  cli_env.push_back("BULWARK_CLIENT_CERT=" + dir.file("client-cli-admin.crt"));
+  cli_env.push_back("BULWARK_CLIENT_KEY=" + dir.file("client-cli-admin.key"));
+
+  // The real CLI against the published port, over mTLS: the sandbox runs on the same dockerd via driver-docker.
+  std::string gateway = "https://127.0.0.1:" + std::to_string(http_port);
   cli_env.push_back("BULWARK_TOKEN=" + admin);
   auto created = run({bin("bulwark"), "--gateway", gateway, "sandbox", "create", "--name", "hello", "--", "echo", "hi"}, cli_env,
                      dir, 90s);

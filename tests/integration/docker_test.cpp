@@ -492,7 +492,7 @@ void run_probes(const std::string& network, bool landlock_logged) {
       {"unshare-netns", {}, "denied: seccomp unshare(flags 0x40000000)"},
       {"raw-socket", {}, "denied: seccomp socket(AF_INET, type 3"},
       {"fork-bomb", {}},
-      {"direct-connect", {gw, std::to_string(other.port())}, "denied: direct tcp to " + gw},
+      {"direct-connect", {gw, std::to_string(other.port())}, "denied: proxy transparent CONNECT " + gw},
       {"proxy-denies-host", {"evil.example:443"}, "denied: proxy CONNECT evil.example:443"},
       {"ok-write-workdir", {"/sandbox"}, "", true},
       {"ok-read-etc", {}, "", true},

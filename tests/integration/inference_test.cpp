@@ -240,6 +240,10 @@ TEST_CASE("agents reach models only through inference.local, never holding a bac
                                 "' -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' -d "
                                 "'{\"model\":\"claude-sonnet\",\"max_tokens\":16,\"messages\":[{\"role\":\"user\","
                                 "\"content\":\"hi\"}]}'") +
+      // A client that ignores the proxy settings: the sandbox's DNS gives it the supervisor's
+      // address, whose 443 the transparent path serves as inference.local (TLS with the sandbox CA).
+      curl_step("transparent", "--noproxy '*' https://inference.local/v1/chat/completions -H 'Content-Type: "
+                               "application/json' -d " + kChat) +
       curl_step("nomodel", "https://inference.local/v1/chat/completions -d '{\"model\":\"mistral-x\",\"messages\":[]}'") +
       curl_step("badpath", "https://inference.local/v1/unknown") +
       curl_step("curlstream", "-N https://inference.local/v1/chat/completions -H 'Content-Type: application/json' -d "
@@ -269,6 +273,9 @@ TEST_CASE("agents reach models only through inference.local, never holding a bac
   auto messages = find_line(lines, "messages");
   CHECK(has(messages, "messages 200 "));
   CHECK(has(messages, "Hello from anthropic-main"));
+  auto transparent = find_line(lines, "transparent");
+  CHECK(has(transparent, "transparent 200 "));
+  CHECK(has(transparent, "Hello from openai-main"));
   CHECK(has(find_line(lines, "nomodel"), "nomodel 4"));
   CHECK(has(find_line(lines, "nomodel"), "mistral-x"));
   CHECK(has(find_line(lines, "badpath"), "badpath 404 "));
@@ -365,8 +372,8 @@ TEST_CASE("a local-only sandbox never reaches a remote backend, with routes chan
                 {"routes", json::array({{{"match", "gpt-*"}, {"backends", json::array({
                     {{"provider", "openai-main"}, {"privacy", "any"}, {"cost", 0}},
                     {{"provider", "ollama"}, {"model", "llama-local"}, {"privacy", "local-only"}, {"cost", 1}}})}}})}};
-    auto r = f.suite.client().Put("/v1/inference?sandbox=" + id, cfg.dump(), "application/json");
-    REQUIRE_MESSAGE((r && r->status == 200), "PUT /v1/inference?sandbox=: " << (r ? r->body : "no reply"));
+    auto r = f.suite.client().Put("/v1/inference?sandbox_id=" + id, cfg.dump(), "application/json");
+    REQUIRE_MESSAGE((r && r->status == 200), "PUT /v1/inference?sandbox_id=: " << (r ? r->body : "no reply"));
   };
   std::string id;
   auto lines = f.run_agent(script, json::array(), &id, set_local_only);

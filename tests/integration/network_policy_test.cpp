@@ -868,64 +868,6 @@ TEST_CASE("10. every OpenShell example policy validates and stores through polic
 
 namespace {
 
-// A host address that is not loopback (what the agent can reach through its veth and the proxy
-// then dials): the first global IPv4 of an interface that is not a sandbox's.
-std::string outside_ip() {
-  std::string found;
-  FILE* f = ::popen("ip -4 -o addr show scope global 2>/dev/null", "r");
-  char line[512];
-  while (f && std::fgets(line, sizeof line, f)) {
-    char ifname[64], addr[64];
-    if (std::sscanf(line, "%*d: %63s inet %63[0-9.]", ifname, addr) == 2 && std::string(ifname).rfind("bw", 0) != 0) {
-      found = addr;
-      break;
-    }
-  }
-  if (f) ::pclose(f);
-  REQUIRE_MESSAGE(!found.empty(), "no global IPv4 address on this host for the transparent tests");
-  return found;
-}
-
-// A TCP echo service on 0.0.0.0 (a stand-in for Redis): echoes each connection's bytes.
-class Echo {
- public:
-  Echo() {
-    fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    int one = 1;
-    ::setsockopt(fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    socklen_t len = sizeof a;
-    REQUIRE(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd_.get(), 16) == 0);
-    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    thread_ = std::thread([this] {
-      for (;;) {
-        int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        if (c < 0) return;
-        ++accepted_;
-        char buf[4096];
-        ssize_t n;
-        while ((n = ::read(c, buf, sizeof buf)) > 0) (void)!::write(c, buf, static_cast<size_t>(n));
-        ::close(c);
-      }
-    });
-  }
-  ~Echo() {
-    ::shutdown(fd_.get(), SHUT_RDWR);
-    thread_.join();
-  }
-  int port() const { return port_; }
-  int accepted() const { return accepted_; }
-
- private:
-  Fd fd_;
-  int port_ = 0;
-  std::atomic<int> accepted_{0};
-  std::thread thread_;
-};
-
 // Python with no proxy at all: raw socket (optionally TLS with an SNI, certificate unchecked: the
 // test's server certificate names 127.0.0.1) sending `data`, printing what comes back or the error.
 const char* kRawClient = R"(import socket, ssl, sys
@@ -956,15 +898,23 @@ TEST_CASE("11. transparent egress: clients that ignore the proxy are policed by 
   World& w = world();
   const std::string ip = outside_ip();
   Upstream web("web", false, "0.0.0.0"), tls("tls", true, "0.0.0.0");
-  Echo echo;
+  TcpEcho echo, cache;
   const std::string hp = std::to_string(web.port()), tp = std::to_string(tls.port()), xp = std::to_string(echo.port());
+  const std::string cp = std::to_string(cache.port());
   // allowed.test leads to this host; fronted.test is allowed too but leads elsewhere (127.0.0.2).
-  const std::string hosts = "127.0.0.1 localhost\n" + ip + " allowed.test redis.test\n127.0.0.2 fronted.test\n";
-  const std::string bins = "    binaries:\n      - { path: /usr/bin/curl }\n      - { path: " + w.python + " }\n";
+  // cache.svc.test is named only by a wildcard rule, so only the sandbox's DNS answer can name a
+  // nameless connection to it (no lookup of the policy's exact hosts finds it).
+  const std::string hosts = "127.0.0.1 localhost\n" + ip + " allowed.test redis.test cache.svc.test\n127.0.0.2 fronted.test\n";
+  require_binary("node", "nodejs");
+  REQUIRE_MESSAGE(fs::exists("/usr/bin/node"), "install nodejs (its fetch is the client that ignores proxy settings)");
+  const std::string node = fs::canonical("/usr/bin/node").string();
+  const std::string bins = "    binaries:\n      - { path: /usr/bin/curl }\n      - { path: " + w.python + " }\n"
+                           "      - { path: " + node + " }\n      - { path: " + fs::canonical("/bin/busybox").string() + " }\n";
   Sandbox sb("  plain:\n    endpoints:\n      - { host: allowed.test, port: " + hp + " }\n" + bins +
                  "  tls:\n    endpoints:\n      - { host: allowed.test, port: " + tp + " }\n"
                  "      - { host: fronted.test, port: " + tp + " }\n" + bins +
-                 "  redis:\n    endpoints:\n      - { host: redis.test, port: " + xp + ", protocol: tcp }\n" + bins,
+                 "  redis:\n    endpoints:\n      - { host: redis.test, port: " + xp + ", protocol: tcp }\n" + bins +
+                 "  cache:\n    endpoints:\n      - { host: \"*.svc.test\", port: " + cp + ", protocol: tcp }\n" + bins,
              false, true, hosts);
   std::ofstream(sb.work() + "/raw.py") << kRawClient;
   const std::string raw = "python3 " + sb.work() + "/raw.py ";
@@ -1022,11 +972,48 @@ TEST_CASE("11. transparent egress: clients that ignore the proxy are policed by 
     auto ok = sb.run(raw + ip + " " + xp + " ping");
     CHECK_MESSAGE(ok.out == "got ping\n", ok.out << ok.err << sb.log());
     CHECK(echo.accepted() == 1);
-    Echo stranger;  // the same kind of service on a port no rule names
+    TcpEcho stranger;  // the same kind of service on a port no rule names
     auto other = sb.run(raw + ip + " " + std::to_string(stranger.port()) + " ping");
     CHECK_MESSAGE(!has(other.out, "got ping"), other.out);
     CHECK(stranger.accepted() == 0);
     auto d = sb.wait_denial([&](const v1::Denial& d) { return d.host() == ip && d.port() == static_cast<uint32_t>(stranger.port()); });
+    REQUIRE_MESSAGE(d, sb.all_denials());
+    CHECK(d->rule() == "bulwark:default-deny");
+  }
+
+  SUBCASE("Node's fetch ignores the proxy settings: an allowed host passes, an address no rule names gets a 403") {
+    auto fetch = [&](const std::string& url) {
+      return sb.run(node + " -e \"fetch('" + url + "').then(async r => console.log(r.status, await r.text()))"
+                    ".catch(e => { console.log('error', e.cause ? e.cause.code : e.message); process.exit(1); })\"");
+    };
+    auto ok = fetch("http://allowed.test:" + hp + "/node");
+    CHECK_MESSAGE(ok.out == "200 " + web.reply("GET", "/node") + "\n", ok.out << ok.err << sb.log());
+    size_t before = web.seen().size();
+    auto denied = fetch("http://" + ip + ":" + hp + "/node-denied");
+    CHECK_MESSAGE(has(denied.out, "403"), denied.out << denied.err);
+    CHECK(web.seen().size() == before);
+    auto d = sb.wait_denial([&](const v1::Denial& d) { return d.binary() == node && d.host() == ip; });
+    REQUIRE_MESSAGE(d, sb.all_denials());
+    CHECK(d->rule() == "bulwark:default-deny");
+  }
+
+  SUBCASE("protocol: tcp by name: busybox nc reaches the service the DNS named (a wildcard rule), not another port") {
+    // Before any lookup the address has no name the policy allows: refused.
+    auto before = sb.run("echo ping | busybox nc -w 2 " + ip + " " + cp);
+    CHECK_MESSAGE(!has(before.out, "ping"), before.out);
+    CHECK(cache.accepted() == 0);
+    // The agent asks the sandbox's DNS, then connects to the address with no name in the bytes:
+    // the proxy maps the address back to the name its DNS answered.
+    auto ns = sb.run("busybox nslookup cache.svc.test");
+    REQUIRE_MESSAGE(has(ns.out, ip), ns.out << ns.err);
+    auto ok = sb.run("echo ping | busybox nc -w 2 " + ip + " " + cp);
+    CHECK_MESSAGE(ok.out == "ping\n", ok.out << ok.err << sb.log());
+    CHECK(cache.accepted() == 1);
+    TcpEcho stranger;
+    auto other = sb.run("echo ping | busybox nc -w 2 " + ip + " " + std::to_string(stranger.port()));
+    CHECK(!has(other.out, "ping"));
+    CHECK(stranger.accepted() == 0);
+    auto d = sb.wait_denial([&](const v1::Denial& d) { return d.port() == static_cast<uint32_t>(stranger.port()); });
     REQUIRE_MESSAGE(d, sb.all_denials());
     CHECK(d->rule() == "bulwark:default-deny");
   }

@@ -4,7 +4,6 @@
 // schema the spec gives for that path, method and status. The routes the gateway registers
 // (route_specs(), which install() enforces) must be exactly the documented ones.
 #include <doctest/doctest.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,7 +11,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "bulwark/v1/sandbox.pb.h"
 #include "services/gateway-api/http_api.h"
+#include "shared/bus.h"
+#include "shared/subjects.h"
 #include "tests/integration/suite.h"
 
 using namespace bulwark;
@@ -69,32 +71,6 @@ Reply expect(Recorder& rec, const std::string& base, int status, const std::stri
              const std::string& url, const std::optional<json>& body = std::nullopt, const httplib::Headers& headers = {}) {
   auto r = rec.call(base, method, path, url, body ? std::optional(body->dump()) : std::nullopt, headers);
   CHECK_MESSAGE(r.status == status, method, " ", url, ": expected ", status, ", got ", r.status, " ", r.raw);
-  return r;
-}
-
-struct NodeRun {
-  int code;
-  std::string output;
-};
-NodeRun run_node(const std::vector<std::string>& argv) {
-  auto p = Process::spawn({.argv = argv, .pipe_stdout = true, .pipe_stderr = true});
-  NodeRun r{0, {}};
-  pollfd fds[2] = {{p.stdout_fd(), POLLIN, 0}, {p.stderr_fd(), POLLIN, 0}};
-  int live = 2;
-  char buf[4096];
-  while (live > 0) {
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    for (auto& fd : fds) {
-      if (fd.fd < 0 || fd.revents == 0) continue;
-      ssize_t n = ::read(fd.fd, buf, sizeof buf);
-      if (n > 0) r.output.append(buf, static_cast<size_t>(n));
-      else if (n == 0 || errno != EINTR) fd.fd = -1, --live;
-    }
-  }
-  r.code = p.wait();
   return r;
 }
 
@@ -208,6 +184,48 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   expect(rec, gw, 404, "POST", "/v1/policies/validate", "/v1/policies/validate",
          json{{"yaml", kPolicyV1}, {"sandbox_id", "no-such-sandbox"}});
 
+  // --- pending proposals (the approval flow; docs/policy.md) ------------------------------------
+  {
+    // Two denials as a supervisor reports them, on the sandbox's log subject.
+    auto bus = Bus::connect({suite.nats_url(), "openapi-test"});
+    for (uint32_t port : {443u, 8443u}) {
+      v1::LogLine l;
+      l.set_sandbox_id(id);
+      l.set_stream("denial");
+      l.set_line("denied: proxy CONNECT api.example.com:" + std::to_string(port));
+      auto* d = l.mutable_denial();
+      d->set_layer("proxy");
+      d->set_binary("/bin/busybox");
+      d->set_host("api.example.com");
+      d->set_port(port);
+      d->set_method("CONNECT");
+      d->set_rule("bulwark:default-deny");
+      d->set_reason("no endpoint matches api.example.com:" + std::to_string(port));
+      bus->publish(subjects::sandbox_logs(id), l);
+    }
+    bus->flush();
+  }
+  const std::string pending = "/v1/policies/{name}/pending";
+  json proposals;
+  wait_until([&] {
+    proposals = rec.call(gw, "GET", pending, "/v1/policies/contract/pending").body;
+    return proposals.is_object() && proposals.value("proposals", json::array()).size() >= 2;
+  }, 10s);
+  REQUIRE_MESSAGE(proposals["proposals"].size() == 2, proposals.dump(2));
+  expect(rec, gw, 200, "GET", pending, "/v1/policies/" + id + "/pending?all=true");
+  expect(rec, gw, 404, "GET", pending, "/v1/policies/no-such-sandbox/pending");
+  expect(rec, gw, 400, "GET", pending, "/v1/policies/contract/pending?all=maybe");
+  const std::string first_proposal = std::to_string(proposals["proposals"][0]["proposal_id"].get<int64_t>());
+  const std::string second_proposal = std::to_string(proposals["proposals"][1]["proposal_id"].get<int64_t>());
+  const std::string approve = pending + "/{proposal_id}/approve", reject = pending + "/{proposal_id}/reject";
+  expect(rec, gw, 200, "POST", approve, "/v1/policies/contract/pending/" + first_proposal + "/approve", json{{"wait_ms", 0}});
+  expect(rec, gw, 409, "POST", approve, "/v1/policies/contract/pending/" + first_proposal + "/approve", json::object());
+  expect(rec, gw, 400, "POST", approve, "/v1/policies/contract/pending/first/approve", json::object());
+  expect(rec, gw, 404, "POST", approve, "/v1/policies/contract/pending/999999/approve", json::object());
+  expect(rec, gw, 200, "POST", reject, "/v1/policies/contract/pending/" + second_proposal + "/reject", json::object());
+  expect(rec, gw, 409, "POST", reject, "/v1/policies/contract/pending/" + second_proposal + "/reject", json::object());
+  expect(rec, gw, 404, "POST", reject, "/v1/policies/no-such-sandbox/pending/" + second_proposal + "/reject", json::object());
+
   // --- providers ----------------------------------------------------------------------------
   httplib::Headers pkey = {{"Idempotency-Key", "provider-1"}};
   json local = {{"name", "local"}, {"type", "generic"}, {"base_url", "http://127.0.0.1:11434"}, {"credentials", {{"TOKEN", "secret-0123456789"}}}};
@@ -230,16 +248,16 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   // --- inference routes ---------------------------------------------------------------------
   json table = {{"routes", {{{"match", "*"}, {"backends", {{{"provider", "local"}, {"model", "llama3"}}}}}}}};
   expect(rec, gw, 200, "PUT", "/v1/inference", "/v1/inference", table);
-  expect(rec, gw, 200, "PUT", "/v1/inference", "/v1/inference?sandbox=contract", table);
+  expect(rec, gw, 200, "PUT", "/v1/inference", "/v1/inference?sandbox_id=contract", table);
   expect(rec, gw, 400, "PUT", "/v1/inference", "/v1/inference", json{{"routes", json::array()}});
-  expect(rec, gw, 404, "PUT", "/v1/inference", "/v1/inference?sandbox=no-such-sandbox", table);
+  expect(rec, gw, 404, "PUT", "/v1/inference", "/v1/inference?sandbox_id=no-such-sandbox", table);
   expect(rec, gw, 200, "GET", "/v1/inference", "/v1/inference");
-  expect(rec, gw, 200, "GET", "/v1/inference", "/v1/inference?sandbox=" + id);
+  expect(rec, gw, 200, "GET", "/v1/inference", "/v1/inference?sandbox_id=" + id);
   expect(rec, gw, 409, "DELETE", "/v1/providers/{name}", "/v1/providers/local");  // a route uses it
   expect(rec, gw, 204, "DELETE", "/v1/inference", "/v1/inference");
   expect(rec, gw, 404, "DELETE", "/v1/inference", "/v1/inference");
   expect(rec, gw, 404, "GET", "/v1/inference", "/v1/inference");
-  expect(rec, gw, 204, "DELETE", "/v1/inference", "/v1/inference?sandbox=contract");
+  expect(rec, gw, 204, "DELETE", "/v1/inference", "/v1/inference?sandbox_id=contract");
   expect(rec, gw, 204, "DELETE", "/v1/providers/{name}", "/v1/providers/local");
   expect(rec, gw, 404, "DELETE", "/v1/providers/{name}", "/v1/providers/local");
 
@@ -261,6 +279,12 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   expect(rec, gw, 404, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/no-such-sandbox");
   suite.wait_phase(id, {"DELETED"});
   expect(rec, gw, 200, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + id);
+  // Events of a deleted sandbox: the stream says it watches, then ends (nothing more can happen).
+  expect(rec, gw, 200, "GET", "/v1/sandboxes/{sandbox_id}/events", "/v1/sandboxes/" + id + "/events");
+  expect(rec, gw, 404, "GET", "/v1/sandboxes/{sandbox_id}/events", "/v1/sandboxes/no-such-sandbox/events");
+  expect(rec, gw, 200, "GET", "/v1/events", "/v1/events?sandbox_id=" + id);
+  expect(rec, gw, 400, "GET", "/v1/events", "/v1/events?sandbox_id=");
+  expect(rec, gw, 400, "GET", "/v1/sandboxes/{sandbox_id}/logs", "/v1/sandboxes/" + id + "/logs?since=yesterday");
   rec.call(gw, "DELETE", "/v1/sandboxes/{sandbox_id}", "/v1/sandboxes/" + second.body.value("sandbox_id", ""));
   expect(rec, gw, 200, "GET", "/v1/status", "/v1/status");
 
@@ -327,7 +351,7 @@ TEST_CASE("the running gateway matches docs/openapi.yaml: every route documented
   for (const auto& r : gateway::route_specs()) routes.push_back({{"method", r.method}, {"path", r.path}});
   TempDir out("bulwark-openapi-out");
   std::ofstream(out.file("observed.json")) << json{{"routes", routes}, {"observations", observations}}.dump(1);
-  auto v = run_node({"node", dir + "/validate.mjs", source_dir() + "/docs/openapi.yaml", out.file("observed.json")});
-  CHECK_MESSAGE(v.code == 0, "docs/openapi.yaml and the gateway disagree:\n", v.output);
-  MESSAGE(v.output);
+  auto v = run_process({"node", dir + "/validate.mjs", source_dir() + "/docs/openapi.yaml", out.file("observed.json")});
+  CHECK_MESSAGE(v.code == 0, "docs/openapi.yaml and the gateway disagree:\n", v.out, v.err);
+  MESSAGE((v.out + v.err));
 }

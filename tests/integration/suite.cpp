@@ -2,10 +2,17 @@
 
 #include <filesystem>
 
+#include <poll.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <memory>
 
@@ -21,6 +28,81 @@ namespace bulwark::testing {
 
 std::string bin(const std::string& name) { return std::string(BULWARK_BIN_DIR) + "/" + name; }
 std::string source_dir() { return BULWARK_SOURCE_DIR; }
+
+ProcessResult run_process(const std::vector<std::string>& argv, const std::optional<std::vector<std::string>>& env) {
+  auto p = Process::spawn({.argv = argv, .env = env, .pipe_stdout = true, .pipe_stderr = true});
+  ProcessResult r;
+  pollfd fds[2] = {{p.stdout_fd(), POLLIN, 0}, {p.stderr_fd(), POLLIN, 0}};
+  std::string* into[2] = {&r.out, &r.err};
+  int live = 2;
+  char buf[4096];
+  while (live > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) into[i]->append(buf, static_cast<size_t>(n));
+      else if (n == 0 || errno != EINTR) fds[i].fd = -1, --live;
+    }
+  }
+  r.code = p.wait();
+  return r;
+}
+
+std::vector<std::string> environment_without(const std::function<bool(const std::string&)>& drop) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e)
+    if (!drop(*e)) env.push_back(*e);
+  return env;
+}
+
+std::string outside_ip() {
+  std::string found;
+  FILE* f = ::popen("ip -4 -o addr show scope global 2>/dev/null", "r");
+  char line[512];
+  while (f && std::fgets(line, sizeof line, f)) {
+    char ifname[64], addr[64];
+    if (std::sscanf(line, "%*d: %63s inet %63[0-9.]", ifname, addr) == 2 && std::string(ifname).rfind("bw", 0) != 0) {
+      found = addr;
+      break;
+    }
+  }
+  if (f) ::pclose(f);
+  if (found.empty()) throw Error(Code::kFailedPrecondition, "no global IPv4 address on this host for the transparent tests");
+  return found;
+}
+
+TcpEcho::TcpEcho() {
+  fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  ::setsockopt(fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  socklen_t len = sizeof a;
+  if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_.get(), 16) != 0)
+    throw Error(Code::kInternal, std::string("echo service: cannot listen on 0.0.0.0: ") + std::strerror(errno));
+  ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  port_ = ntohs(a.sin_port);
+  thread_ = std::thread([this] {
+    for (;;) {
+      int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return;
+      ++accepted_;
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(c, buf, sizeof buf)) > 0) (void)!::write(c, buf, static_cast<size_t>(n));
+      ::close(c);
+    }
+  });
+}
+
+TcpEcho::~TcpEcho() {
+  ::shutdown(fd_.get(), SHUT_RDWR);
+  thread_.join();
+}
 
 std::string read_admin_token(const std::string& path) {
   std::string t = read_file(path);
@@ -76,7 +158,32 @@ VmReaper::~VmReaper() {
   }
 }
 
-Suite::Suite(SuiteOptions o) : o_(o), dir_("bulwark-suite") {
+namespace {
+// SuiteOptions::secure_nats: the identities, the PKI and nats-server's operator-mode and TLS
+// settings, made in the suite's directory by the tool scripts/up runs too.
+std::string secure_nats_conf(const SuiteOptions& o, const TempDir& dir) {
+  if (!o.secure_nats) return "";
+  auto p = Process::spawn({.argv = {bin("bulwark-nats-auth"), "--dir", dir.file("nats-auth"), "--pki-dir", dir.file("pki")},
+                           .output_file = dir.file("nats-auth.log")});
+  if (p.wait() != 0) throw Error(Code::kInternal, "bulwark-nats-auth failed: " + read_file(dir.file("nats-auth.log")));
+  return read_file(dir.file("nats-auth/nats-auth.conf"));
+}
+// The .creds file each service of the suite connects with.
+std::string creds_name(const std::string& service) {
+  return service == "driver-k8s" ? "driver-kubernetes" : service;
+}
+}  // namespace
+
+Bus::Options Suite::bus_options(const std::string& name) const {
+  Bus::Options b{nats_.url(), name};
+  if (o_.secure_nats) {
+    b.creds = nats_auth_dir() + "/admin.creds";
+    b.ca_file = nats_ca();
+  }
+  return b;
+}
+
+Suite::Suite(SuiteOptions o) : o_(o), dir_("bulwark-suite"), nats_(secure_nats_conf(o_, dir_)) {
   podman_socket();
   http_port_ = free_port();
   gateway_url_ = "http://127.0.0.1:" + std::to_string(http_port_);
@@ -91,7 +198,7 @@ Suite::Suite(SuiteOptions o) : o_(o), dir_("bulwark-suite") {
 void Suite::wait_ready() {
   // Ready when the scheduler answers health (it does once subscribed) and the driver has sent two
   // heartbeats since: the scheduler has then seen at least one of them.
-  auto bus = Bus::connect({nats_.url(), "suite"});
+  auto bus = Bus::connect(bus_options("suite"));
   std::atomic<int> beats{0};
   // A service is up once it answers health (it does once subscribed).
   auto wait_health = [&](const std::string& service) {
@@ -120,7 +227,7 @@ void Suite::start_router(const std::vector<std::string>& flags) {
   std::vector<std::string> argv = {bin("bulwark-privacy-router"), "--nats-url", nats_.url()};
   argv.insert(argv.end(), flags.begin(), flags.end());
   router_ = spawn("privacy-router", argv);
-  auto bus = Bus::connect({nats_.url(), "suite"});
+  auto bus = Bus::connect(bus_options("suite"));
   bool up = wait_until([&] {
     try {
       bus->request<v1::HealthReply>(subjects::health("privacy-router"), v1::HealthRequest(), std::chrono::milliseconds(200));
@@ -161,12 +268,19 @@ Process Suite::spawn(const std::string& name, std::vector<std::string> argv) {
       it->second = free_port();
     argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:" + std::to_string(it->second)});
   }
+  if (o_.secure_nats) {
+    argv.insert(argv.end(), {"--nats-creds", nats_auth_dir() + "/" + creds_name(name) + ".creds", "--nats-ca", nats_ca()});
+    // The gateway mints each sandbox's own credentials with the account's key.
+    if (name == "gateway-api") argv.insert(argv.end(), {"--nats-account-seed", nats_auth_dir() + "/account.seed"});
+  }
   return Process::spawn({.argv = std::move(argv), .output_file = dir_.file(name + ".log")});
 }
 
 void Suite::start_gateway() {
-  gateway_ = spawn("gateway-api", {bin("bulwark-gateway-api"), "--nats-url", nats_.url(), "--http-port",
-                                   std::to_string(http_port_), "--db", dir_.file("gateway.db"), "--start-timeout", "30"});
+  std::vector<std::string> argv = {bin("bulwark-gateway-api"), "--nats-url", nats_.url(), "--http-port",
+                                   std::to_string(http_port_), "--db", dir_.file("gateway.db"), "--start-timeout", "30"};
+  argv.insert(argv.end(), o_.gateway_args.begin(), o_.gateway_args.end());
+  gateway_ = spawn("gateway-api", argv);
   if (!wait_until([&] { return port_open(http_port_); }, std::chrono::seconds(10)))
     throw Error(Code::kUnavailable, "gateway-api did not start:\n" + logs_of("gateway-api"));
   // Written before the gateway listens; kept across restarts (tokens live in gateway.db).

@@ -4,11 +4,16 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <functional>
+#include <atomic>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "shared/bus.h"
 #include "shared/process.h"
 #include "tests/support/support.h"
 
@@ -18,6 +23,40 @@ std::string bin(const std::string& name);  // path of a built executable
 std::string source_dir();
 // The first line of an admin.token file a gateway wrote; Error when it holds no token.
 std::string read_admin_token(const std::string& path);
+
+// A finished process: its exit code (Process::wait()) and everything it wrote.
+struct ProcessResult {
+  int code = 0;
+  std::string out, err;
+};
+// Runs argv to its end, reading stdout and stderr together so neither pipe fills up while the other
+// is read. env: the whole environment ("K=V"); nullopt inherits this process's.
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          const std::optional<std::vector<std::string>>& env = std::nullopt);
+// This process's environment without the entries `drop` is true for.
+std::vector<std::string> environment_without(const std::function<bool(const std::string&)>& drop);
+
+// This host's first global IPv4 address on an interface that is not a sandbox's veth ("bw*"): what
+// an agent reaches through its veth and the proxy then dials. Error when there is none.
+std::string outside_ip();
+
+// A TCP echo service on 0.0.0.0 (a stand-in for Redis or Postgres: protocol: tcp), echoing each
+// connection's bytes and counting connections.
+class TcpEcho {
+ public:
+  TcpEcho();
+  ~TcpEcho();
+  TcpEcho(const TcpEcho&) = delete;
+  TcpEcho& operator=(const TcpEcho&) = delete;
+  int port() const { return port_; }
+  int accepted() const { return accepted_; }
+
+ private:
+  Fd fd_;
+  int port_ = 0;
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+};
 
 // One podman API service per test binary (started on first use), on a private socket, with the
 // project's containers.conf; the base image is built if missing.
@@ -37,6 +76,13 @@ struct SuiteOptions {
   // "driver-k8s") and its flags; the suite adds --nats-url, --driver-id, --heartbeat and --poll.
   std::string driver = "driver-podman";
   std::vector<std::string> driver_args;
+  // Extra flags for gateway-api (e.g. --tls auto); the suite still waits for its port to open.
+  std::vector<std::string> gateway_args;
+  // NATS in operator mode with TLS (docs/security.md, NATS): bulwark-nats-auth makes the
+  // identities and the PKI in the suite's directory, each service connects with its own .creds and
+  // the CA, and the gateway mints each sandbox's credentials. nats_url() is then TLS-only: connect
+  // with bus_options().
+  bool secure_nats = false;
 };
 
 class Suite {
@@ -61,6 +107,12 @@ class Suite {
   const std::string& gateway_url() const { return gateway_url_; }
   const std::string& nats_url() const { return nats_.url(); }
   NatsServer& nats() { return nats_; }
+  // How a test connects to this suite's NATS (with secure_nats: the admin .creds and the CA).
+  Bus::Options bus_options(const std::string& name) const;
+  // secure_nats: the directory of the NATS identities (<service>.creds, account.seed, ...) and the
+  // PKI's CA certificate.
+  std::string nats_auth_dir() const { return dir_.file("nats-auth"); }
+  std::string nats_ca() const { return dir_.file("pki/ca.crt"); }
   // The --metrics-listen port of a service ("gateway-api", "scheduler", "driver-podman",
   // "policy-service", "privacy-router"); Error when the suite runs without SuiteOptions::metrics.
   int metrics_port(const std::string& service) const;

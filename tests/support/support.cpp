@@ -77,7 +77,7 @@ void require_binary(const std::string& name, const std::string& package) {
                 name + " is not installed: run scripts/install-deps (or apt-get install -y " + package + ")");
 }
 
-NatsServer::NatsServer() : dir_("bulwark-nats") {
+NatsServer::NatsServer(std::string extra_conf) : dir_("bulwark-nats"), extra_conf_(std::move(extra_conf)) {
   require_binary("nats-server", "nats-server");
   start();
 }
@@ -86,13 +86,15 @@ void NatsServer::start() {
   port_ = free_port();
   url_ = "nats://127.0.0.1:" + std::to_string(port_);
   // As deploy/nats/nats.conf: inference requests travel as one message of up to 4 MiB.
-  std::ofstream(dir_.file("nats.conf")) << "max_payload: 8MB\n";
+  std::ofstream(dir_.file("nats.conf")) << "max_payload: 8MB\n" << extra_conf_;
   proc_ = Process::spawn({.argv = {"nats-server", "-c", dir_.file("nats.conf"), "-a", "127.0.0.1", "-p",
                                    std::to_string(port_), "-js", "-sd", dir_.file("js")},
                           .output_file = dir_.file("nats.log")});
   if (!wait_until([&] { return port_open(port_); }, std::chrono::seconds(10)))
     throw Error(Code::kUnavailable, "nats-server did not start: " + read_file(dir_.file("nats.log")));
 }
+
+std::string NatsServer::log() const { return read_file(dir_.file("nats.log")); }
 
 void NatsServer::restart() {
   proc_.stop();

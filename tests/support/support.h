@@ -25,15 +25,19 @@ void require_binary(const std::string& name, const std::string& package);
 
 class NatsServer {
  public:
-  NatsServer();  // starts nats-server -js on a free loopback port with its store in a temp dir
+  // Starts nats-server -js on a free loopback port with its store in a temp dir; extra_conf is
+  // appended to its config file (e.g. operator mode and TLS).
+  explicit NatsServer(std::string extra_conf = "");
   const std::string& url() const { return url_; }
   int port() const { return port_; }
   void stop() { proc_.stop(); }
+  std::string log() const;  // what nats-server wrote so far (e.g. its permission violations)
   void restart();
 
  private:
   void start();
   TempDir dir_;
+  std::string extra_conf_;
   int port_;
   std::string url_;
   Process proc_;

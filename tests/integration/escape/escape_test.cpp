@@ -90,6 +90,9 @@ struct Attack {
   // refused by the kernel's ordinary checks (no capability, a PID or address that does not
   // exist in the sandbox, a resource limit), which raise no event to log; docs/security.md.
   std::string log;
+  // Run with --transparent-egress false (standalone only: the drivers start the supervisor with
+  // its defaults).
+  bool opaque = false;
 };
 
 const std::string kLandlock = "denied: landlock ";
@@ -111,7 +114,7 @@ struct Place {
   std::string host_tmp_file;    // a file in the host's /tmp
 };
 
-std::vector<Attack> attacks(const Place& p) {
+std::vector<Attack> attacks(const Place& p, bool standalone) {
   std::vector<Attack> a = {
       {"write-outside", {}, kLandlock},
       {"write-read-only-file", {p.owned_read_only}, kLandlock},
@@ -157,15 +160,24 @@ std::vector<Attack> attacks(const Place& p) {
       {"raw-socket", {}, sc("socket(AF_INET, type 3")},
       {"packet-socket", {}, sc("socket(AF_PACKET")},
       {"netlink-socket", {}, sc("socket(AF_NETLINK")},
-      {"direct-connect", {p.outside_ip, std::to_string(p.any_port)}, "denied: direct tcp to " + p.outside_ip},
+      // Transparent egress (the default): the proxy takes the connection, finds no name in it and
+      // no rule for the address, and resets it; the sandbox's DNS answers unknown names NXDOMAIN.
+      {"direct-connect", {p.outside_ip, std::to_string(p.any_port)},
+       "denied: proxy transparent CONNECT " + p.outside_ip + ":" + std::to_string(p.any_port)},
       {"dns-public", {}, "denied: direct udp to 8.8.8.8:53"},
-      {"dns-host-resolver", {}, "denied: direct udp"},
+      {"dns-host-resolver", {}, "denied: dns example.com"},
+      {"ipv6-connect", {"2001:db8::1", "443"}},  // no IPv6 in the namespace: no route, nothing to log
       {"host-loopback", {std::to_string(p.loopback_port)}},  // never leaves the agent's namespace
       // The host's /tmp is covered by the sandbox's own (Landlock cannot stop a connect()).
       {"unix-socket-outside", {p.host_socket}},
       {"supervisor-side-port", {std::to_string(p.any_port)}, "denied: direct tcp"},
       {"proxy-denies-host", {"evil.example:443"}, "denied: proxy CONNECT evil.example:443"},
   };
+  if (standalone) {
+    // --transparent-egress false: only the proxy is reachable; the firewall refuses the rest.
+    a.push_back({"direct-connect-refused", {p.outside_ip, std::to_string(p.any_port)}, "denied: direct tcp to " + p.outside_ip, true});
+    a.push_back({"dns-host-resolver-refused", {}, "denied: direct udp", true});
+  }
   // BULWARK_ESCAPE_ONLY=name runs one attack (for debugging a single case by hand).
   if (const char* only = std::getenv("BULWARK_ESCAPE_ONLY")) std::erase_if(a, [&](const Attack& x) { return x.name != only; });
   return a;
@@ -247,7 +259,9 @@ TEST_CASE("attack suite, standalone: the supervisor alone on this host denies an
   REQUIRE(::chown(p.owned_read_only.c_str(), 1000, 1000) == 0);
 
   auto run = [&](const Attack& a, bool positive) {
-    std::vector<std::string> argv = {bin("bulwark-supervisor"), "--standalone", "--policy", policy_file, "--", probe, a.name};
+    std::vector<std::string> argv = {bin("bulwark-supervisor"), "--standalone", "--policy", policy_file};
+    if (a.opaque) argv.insert(argv.end(), {"--transparent-egress", "false"});
+    argv.insert(argv.end(), {"--", probe, a.name});
     argv.insert(argv.end(), a.args.begin(), a.args.end());
     std::vector<std::string> env = {"PATH=/usr/bin:/bin", p.credential_name + "=" + p.credential_value};
     std::string log = dir.file("run-" + a.name + ".log");
@@ -256,7 +270,7 @@ TEST_CASE("attack suite, standalone: the supervisor alone on this host denies an
     if (!code) proc.stop();
     check_outcome(a, code.value_or(-1), read_file(log), positive);
   };
-  for (const auto& a : attacks(p)) run(a, false);
+  for (const auto& a : attacks(p, true)) run(a, false);
   for (const auto& t : twins(p)) run(t, true);
   CHECK(any.accepted == 0);  // nothing ever got through to the host service
 }
@@ -316,7 +330,7 @@ TEST_CASE("attack suite, podman: the same attempts in a container sandbox throug
     CHECK(s["confinement"].value("landlock_abi", 0) >= 1);
     suite.client().Delete("/v1/sandboxes/" + id);
   };
-  for (const auto& a : attacks(p)) run(a, false);
+  for (const auto& a : attacks(p, false)) run(a, false);
   for (const auto& t : twins(p)) run(t, true);
   CHECK(any.accepted == 0);
 }

@@ -131,6 +131,68 @@ void udp_dns(const std::string& ip) {
   expect_errno(n, EHOSTUNREACH, "DNS query to " + ip + ":53 (answer)");
 }
 
+// Transparent egress (the default): a direct connection reaches the proxy, which decides it on
+// its address (it sends nothing, so no name) and refuses it with a reset.
+void expect_transparent_reset(const std::string& ip, int port) {
+  std::string what = "connect to " + ip + ":" + std::to_string(port) + " without the proxy";
+  int fd = tcp_connect(ip, port);
+  if (fd < 0) unexpected(what + " failed with " + err(errno) + "; expected the transparent proxy to take it, then reset it");
+  char c;
+  ssize_t n = ::read(fd, &c, 1);
+  int e = errno;
+  ::close(fd);
+  if (n > 0) escaped(what + ": data came back");
+  if (n == 0) unexpected(what + ": closed without a reset");
+  errno = e;
+  expect_errno(n, ECONNRESET, what + " (after the proxy's decision)");
+}
+
+// A query for example.com (no policy rule names it) to the sandbox's own DNS: NXDOMAIN, no answer.
+void dns_nxdomain(const std::string& ip) {
+  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(53);
+  if (::inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) unexpected("bad resolver address " + ip);
+  const unsigned char q[] = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 1, 0, 1};
+  timeval tv{3, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::send(fd, q, sizeof q, 0) < 0)
+    unexpected("cannot query the sandbox's DNS at " + ip + ": " + err(errno));
+  unsigned char buf[512];
+  ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  if (n < 12) unexpected("no DNS answer from " + ip + (n < 0 ? ": " + err(errno) : std::string()));
+  int rcode = buf[3] & 0x0f, answers = (buf[6] << 8) | buf[7];
+  if (answers > 0) escaped("the sandbox's DNS answered example.com with " + std::to_string(answers) + " record(s)");
+  if (rcode != 3) unexpected("the sandbox's DNS answered rcode " + std::to_string(rcode) + ", expected NXDOMAIN (3)");
+  denied("the sandbox's DNS at " + ip + " answered NXDOMAIN for example.com");
+}
+
+// IPv6 to arg 0: the namespace has no IPv6 at all (no address, not even ::1; no route), so no
+// IPv6 packet can leave around the IPv4 rules.
+void ipv6_connect(const std::string& ip6, int port) {
+  if (FILE* f = std::fopen("/proc/net/if_inet6", "r")) {
+    char line[256];
+    bool any = std::fgets(line, sizeof line, f) != nullptr;
+    std::fclose(f);
+    if (any) escaped(std::string("the sandbox's network namespace has an IPv6 address: ") + line);
+  }
+  int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) denied("socket(AF_INET6): " + err(errno));
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET6, ip6.c_str(), &a.sin6_addr) != 1) unexpected("bad IPv6 address " + ip6);
+  timeval tv{3, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  int e = errno;
+  ::close(fd);
+  errno = e;
+  // No IPv6 address to send from: the kernel refuses before any route or packet.
+  expect_errno(rc, EADDRNOTAVAIL, "connect to [" + ip6 + "]:" + std::to_string(port));
+}
+
 std::string first_nameserver() {
   FILE* f = std::fopen("/etc/resolv.conf", "r");
   char line[256];
@@ -357,9 +419,13 @@ const std::map<std::string, Probe>& probes() {
       {"raw-socket", [](const auto&) { expect_errno(::socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), EPERM, "socket(AF_INET, SOCK_RAW)"); }},
       {"packet-socket", [](const auto&) { expect_errno(::socket(AF_PACKET, SOCK_RAW, 0), EPERM, "socket(AF_PACKET)"); }},
       {"netlink-socket", [](const auto&) { expect_errno(::socket(AF_NETLINK, SOCK_DGRAM, NETLINK_NETFILTER), EPERM, "socket(AF_NETLINK, NETLINK_NETFILTER)"); }},
-      {"direct-connect", [](const auto& a) { expect_errno(tcp_connect(arg(a, 0), std::atoi(arg(a, 1).c_str())), ECONNREFUSED, "connect to " + arg(a, 0) + ":" + arg(a, 1) + " without the proxy"); }},
+      {"direct-connect", [](const auto& a) { expect_transparent_reset(arg(a, 0), std::atoi(arg(a, 1).c_str())); }},
+      // --transparent-egress false: the agent's firewall refuses it outright.
+      {"direct-connect-refused", [](const auto& a) { expect_errno(tcp_connect(arg(a, 0), std::atoi(arg(a, 1).c_str())), ECONNREFUSED, "connect to " + arg(a, 0) + ":" + arg(a, 1) + " without the proxy"); }},
       {"dns-public", [](const auto&) { udp_dns("8.8.8.8"); }},
-      {"dns-host-resolver", [](const auto&) { udp_dns(first_nameserver()); }},
+      {"dns-host-resolver", [](const auto&) { dns_nxdomain(first_nameserver()); }},
+      {"dns-host-resolver-refused", [](const auto&) { udp_dns(first_nameserver()); }},
+      {"ipv6-connect", [](const auto& a) { ipv6_connect(arg(a, 0), std::atoi(arg(a, 1).c_str())); }},
       // arg 0: a path-named unix socket with a listener, outside the policy's paths.
       {"unix-socket-outside", [](const auto& a) {
          int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
