@@ -43,6 +43,17 @@ std::string normalize_driver_id(std::string id) {
   return id;
 }
 
+void set_container_capabilities(v1::DriverCapabilities& caps) {
+  caps.set_isolation("container");
+  caps.set_gpu(true);  // the engine refuses a GPU request where no GPU runtime or CDI spec exists
+  caps.set_stop_start(true);
+  caps.set_tty(true);
+  caps.set_cpu_limit(true);
+  caps.set_memory_limit(true);
+  caps.set_pids_limit(true);
+  caps.set_persistent_storage(true);  // a stopped container keeps its filesystem
+}
+
 std::string default_supervisor_bundle() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);

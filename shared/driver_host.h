@@ -107,6 +107,10 @@ class DriverHost : public Component {
 // Lower-cases a --driver-id and checks it is a subject token; throws a flag error otherwise.
 std::string normalize_driver_id(std::string id);
 // The bundle scripts/bundle-supervisor writes beside the binaries (<bindir>/supervisor-bundle).
+// What a container engine (podman, docker) offers every sandbox: container isolation, GPUs by
+// device request, stop/start that keeps the filesystem, a TTY, cpu/memory/pids limits.
+void set_container_capabilities(v1::DriverCapabilities& caps);
+
 std::string default_supervisor_bundle();
 // Throws kFailedPrecondition saying how to get one when dir holds no bin/bulwark-supervisor.
 void check_supervisor_bundle(const std::string& dir);

@@ -67,14 +67,7 @@ void DockerBackend::prepare_network() {
 }
 
 void DockerBackend::capabilities(v1::DriverCapabilities& caps) const {
-  caps.set_isolation("container");
-  caps.set_gpu(true);  // NVIDIA device requests; dockerd refuses them where no GPU runtime exists
-  caps.set_stop_start(true);
-  caps.set_tty(true);
-  caps.set_cpu_limit(true);
-  caps.set_memory_limit(true);
-  caps.set_pids_limit(true);
-  caps.set_persistent_storage(true);  // a stopped container keeps its filesystem
+  set_container_capabilities(caps);  // GPUs: NVIDIA device requests; dockerd refuses them where no GPU runtime exists
 }
 
 std::vector<std::string> DockerBackend::validate(const v1::SandboxSpec& spec) {

@@ -21,14 +21,7 @@ PodmanBackend::PodmanBackend(std::string socket_path, ContainerConfig c)
 }
 
 void PodmanBackend::capabilities(v1::DriverCapabilities& caps) const {
-  caps.set_isolation("container");
-  caps.set_gpu(true);  // CDI device names (nvidia.com/gpu=N); podman refuses them without a CDI spec
-  caps.set_stop_start(true);
-  caps.set_tty(true);
-  caps.set_cpu_limit(true);
-  caps.set_memory_limit(true);
-  caps.set_pids_limit(true);
-  caps.set_persistent_storage(true);  // a stopped container keeps its filesystem
+  set_container_capabilities(caps);  // GPUs: CDI device names (nvidia.com/gpu=N); podman refuses them without a CDI spec
 }
 
 std::vector<std::string> PodmanBackend::validate(const v1::SandboxSpec& spec) {
