@@ -205,11 +205,23 @@ void DriverHost::remember(const v1::WorkloadStatus& st) {
   touched_[st.sandbox_id()] = std::chrono::steady_clock::now();
 }
 
+void DriverHost::report_exit_once(const v1::WorkloadStatus& st) {
+  bool was_exited;
+  {
+    std::lock_guard lock(mu_);
+    auto it = known_.find(st.sandbox_id());
+    was_exited = it != known_.end() && it->second.exited();
+  }
+  if (!was_exited) report(st.sandbox_id(), v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code(), st.reason());
+  remember(st);
+}
+
 void DriverHost::poll() {
   const auto listed_at = std::chrono::steady_clock::now();
   std::map<std::string, v1::WorkloadStatus> now;
   for (auto& st : backend_->list())
     if (!st.sandbox_id().empty()) now[st.sandbox_id()] = std::move(st);
+  std::lock_guard transitions(transition_mu_);
   std::map<std::string, v1::WorkloadStatus> before;
   std::set<std::string> busy;  // stopped or started while the list was taken: the list is stale for them
   {
@@ -269,6 +281,7 @@ v1::DriverCreateReply DriverHost::create(const v1::DriverCreateRequest& req) {
   // NATS over TLS: the supervisor trusts the CA this driver trusts (its text: no file to mount).
   if (!bus_.ca_pem().empty()) (*spec.mutable_env())["BULWARK_NATS_CA"] = bus_.ca_pem();
   auto reply = backend_->create(id, spec);
+  std::lock_guard transitions(transition_mu_);
   v1::WorkloadStatus st;
   st.set_sandbox_id(id);
   st.set_workload_id(reply.workload_id());
@@ -288,8 +301,10 @@ v1::DriverDeleteReply DriverHost::remove(const v1::DriverDeleteRequest& req) {
   check_sandbox_id(req.sandbox_id());
   bool existed = backend_->remove(req.sandbox_id());
   {
+    std::lock_guard transitions(transition_mu_);
     std::lock_guard lock(mu_);
     known_.erase(req.sandbox_id());
+    touched_[req.sandbox_id()] = std::chrono::steady_clock::now();  // a poll listed before is stale
   }
   spdlog::info("sandbox {}: workload {}", req.sandbox_id(), existed ? "removed" : "was already gone");
   v1::DriverDeleteReply r;
@@ -306,10 +321,11 @@ v1::DriverStopReply DriverHost::stop_workload(const v1::DriverStopRequest& req) 
   // Report the exit now, stamped before any start that follows this reply. Left to the next poll,
   // a poll running while that start is in flight would stamp it after the start, and the gateway
   // would take the old run's exit for the new run's failure.
+  // A poll that listed during the stop may have reported it already: once is enough.
   if (r.existed())
     if (auto st = backend_->get(req.sandbox_id()); st && st->exited()) {
-      report(req.sandbox_id(), v1::REPORT_WORKLOAD_EXITED, st->workload_id(), st->exit_code(), st->reason());
-      remember(*st);
+      std::lock_guard transitions(transition_mu_);
+      report_exit_once(*st);
     }
   return r;
 }
@@ -318,6 +334,7 @@ v1::DriverStartReply DriverHost::start_workload(const v1::DriverStartRequest& re
   check_sandbox_id(req.sandbox_id());
   v1::DriverStartReply r;
   r.set_workload_id(backend_->start(req.sandbox_id()));
+  std::lock_guard transitions(transition_mu_);
   v1::WorkloadStatus st;
   st.set_sandbox_id(req.sandbox_id());
   st.set_workload_id(r.workload_id());

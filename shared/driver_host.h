@@ -88,13 +88,18 @@ class DriverHost : public Component {
   void report(const std::string& sandbox_id, v1::ReportKind kind, const std::string& workload_id, int exit_code,
               const std::string& reason = {});
   void remember(const v1::WorkloadStatus& st);  // also marks the sandbox touched (see touched_)
+  // Reports st's exit unless the last report already said exited; call with transition_mu_ held.
+  void report_exit_once(const v1::WorkloadStatus& st);
 
   Bus& bus_;
   std::unique_ptr<DriverBackend> backend_;
   DriverHostOptions o_;
+  // Held from deciding a change to publishing its report, by the poll and by create/stop/start/
+  // remove: so a poll and a stop cannot both report one exit, nor a poll's old exit follow a start.
+  std::mutex transition_mu_;
   std::mutex mu_;
   std::map<std::string, v1::WorkloadStatus> known_;  // sandbox_id -> last reported state
-  // sandbox_id -> when its last stop or start returned: a poll whose list is older says nothing about it.
+  // sandbox_id -> when its last create, stop, start or remove returned: a poll whose list is older says nothing about it.
   std::map<std::string, std::chrono::steady_clock::time_point> touched_;
   std::condition_variable cv_;
   bool stopping_ = false;

@@ -19,6 +19,7 @@ class MemoryBackend : public DriverBackend {
   std::mutex mu;
   std::map<std::string, v1::WorkloadStatus> w;
   int creates = 0;
+  std::function<void()> after_stop;  // runs once the workload has stopped, before stop() returns
 
   void capabilities(v1::DriverCapabilities& caps) const override {
     caps.set_isolation("container");
@@ -48,12 +49,15 @@ class MemoryBackend : public DriverBackend {
     return w.erase(id) > 0;
   }
   bool stop(const std::string& id, std::chrono::milliseconds) override {
-    std::lock_guard l(mu);
-    auto it = w.find(id);
-    if (it == w.end()) return false;
-    it->second.set_running(false);
-    it->second.set_exited(true);
-    it->second.set_exit_code(143);
+    {
+      std::lock_guard l(mu);
+      auto it = w.find(id);
+      if (it == w.end()) return false;
+      it->second.set_running(false);
+      it->second.set_exited(true);
+      it->second.set_exit_code(143);
+    }
+    if (after_stop) after_stop();
     return true;
   }
   std::string start(const std::string& id) override {
@@ -195,6 +199,34 @@ TEST_CASE("DriverHost serves the contract over NATS and reports each change once
   CHECK(beat.gpus_free() == 3);
   CHECK(beat.capacity() == 4);
   CHECK(beat.free_slots() == 4);  // "left" exited, sb1 gone: nothing holds a slot
+}
+
+TEST_CASE("a poll that sees a stop in flight and the stop's own report make one EXITED, not two") {
+  // As the k8s backend does: the resource says Suspended while stop() still waits for the pod.
+  testing::NatsServer nats;
+  auto bus = Bus::connect({.url = nats.url()});
+  bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
+  Reports reports(*bus);
+  auto backend = std::make_unique<MemoryBackend>();
+  auto* mem = backend.get();
+  DriverHostOptions o{.driver_id = "mem-2", .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = 1h};
+  DriverHost host(*bus, std::move(backend), o);
+  mem->after_stop = [&] { host.poll(); };
+
+  v1::DriverCreateRequest cr;
+  cr.set_sandbox_id("sb2");
+  host.create(cr);
+  v1::DriverStopRequest stop;
+  stop.set_sandbox_id("sb2");
+  CHECK(host.stop_workload(stop).existed());
+  v1::DriverStartRequest start;
+  start.set_sandbox_id("sb2");
+  host.start_workload(start);
+  host.poll();
+  const std::vector want{v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_EXITED, v1::REPORT_WORKLOAD_RUNNING};
+  REQUIRE(testing::wait_until([&] { return reports.kinds("sb2").size() >= want.size(); }, 5s));
+  std::this_thread::sleep_for(100ms);  // a duplicate would have arrived by now
+  CHECK(reports.kinds("sb2") == want);
 }
 
 TEST_CASE("normalize_driver_id lower-cases and refuses what is not a subject token") {
