@@ -154,10 +154,12 @@ std::unique_ptr<Bus> Bus::connect(const Options& opts) {
       bus->nc_.reset(nc);
       return bus;
     }
-    // Refused credentials will not improve by retrying.
-    if (s == NATS_NOT_PERMITTED)
-      throw Error(Code::kPermissionDenied, "NATS at " + opts.url + " refused the credentials: " + last_error_detail(s) +
-                                               "; check --nats-creds (BULWARK_NATS_CREDS)",
+    // Refused (or missing) credentials will not improve by retrying.
+    if (s == NATS_NOT_PERMITTED || s == NATS_CONNECTION_AUTH_FAILED)
+      throw Error(Code::kPermissionDenied,
+                  "NATS at " + opts.url + " refused the credentials: " + last_error_detail(s) +
+                      (opts.creds.empty() ? "; it wants a user: give --nats-creds (BULWARK_NATS_CREDS)"
+                                          : "; check --nats-creds (BULWARK_NATS_CREDS)"),
                   "nats-creds");
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -372,8 +372,10 @@ std::vector<std::string> service_names() {
 Permissions service_permissions(const std::string& service) {
   Permissions p;
   // Every service answers its health request and makes requests of its own (replies on _INBOX.).
+  // It may ask its own health too: the container health check (bulwark-healthcheck) runs with the
+  // service's credentials.
   p.sub_allow = {"bulwark." + service + ".health", "_INBOX.>"};
-  p.pub_allow = {"_INBOX.>"};
+  p.pub_allow = {"_INBOX.>", "bulwark." + service + ".health"};
   auto pub = [&](std::initializer_list<const char*> s) { p.pub_allow.insert(p.pub_allow.end(), s.begin(), s.end()); };
   auto sub = [&](std::initializer_list<const char*> s) { p.sub_allow.insert(p.sub_allow.end(), s.begin(), s.end()); };
   if (service == "gateway-api") {

@@ -136,6 +136,7 @@ TEST_CASE("service permissions exist for every service and refuse unknown ones")
   for (const auto& s : service_names()) {
     Permissions p = service_permissions(s);
     CHECK(std::find(p.sub_allow.begin(), p.sub_allow.end(), "bulwark." + s + ".health") != p.sub_allow.end());
+    CHECK(std::find(p.pub_allow.begin(), p.pub_allow.end(), "bulwark." + s + ".health") != p.pub_allow.end());
   }
   CHECK_THROWS_AS(service_permissions("supervisor"), bulwark::Error);
   // Nobody but the gateway may send exec requests to supervisors.

@@ -40,7 +40,15 @@ int check_http(const std::string& url) {
 int check_nats(const std::string& service) {
   const char* env = std::getenv("BULWARK_NATS_URL");
   std::string url = env && *env ? env : "nats://127.0.0.1:4222";
-  auto bus = bulwark::Bus::connect({url, "bulwark-healthcheck", std::chrono::milliseconds(2000)});
+  // The container's own NATS identity and CA (compose sets them for each service).
+  auto env_or_empty = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  bulwark::Bus::Options o{url, "bulwark-healthcheck", std::chrono::milliseconds(2000)};
+  o.creds = env_or_empty("BULWARK_NATS_CREDS");
+  o.ca_file = env_or_empty("BULWARK_NATS_CA");
+  auto bus = bulwark::Bus::connect(o);
   auto r = bus->request<bulwark::v1::HealthReply>(bulwark::subjects::health(service), bulwark::v1::HealthRequest(),
                                                   std::chrono::milliseconds(2000));
   if (r.status() != "ok") {

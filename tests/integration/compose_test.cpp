@@ -113,16 +113,33 @@ TEST_CASE("docker-compose up runs the suite from its images, and bulwark sandbox
   REQUIRE_MESSAGE(healthy, containers.dump(2) << "\n" << logs());
   auto t_healthy = since();
 
+  // NATS is TLS-only and operator-mode: from inside the network, plain TCP is refused, TLS without
+  // credentials is refused, and a service's own credentials get its health answered.
+  auto ask_scheduler_health = [&](const std::vector<std::string>& extra_env) {
+    std::vector<std::string> a = {"exec", "-T", "-e", "BULWARK_NATS_URL=nats://nats:4222"};
+    for (const auto& e : extra_env) a.insert(a.end(), {"-e", e});
+    a.insert(a.end(), {"nats", "/usr/local/bin/bulwark-healthcheck", "nats", "scheduler"});
+    return run(with(a), env, dir);
+  };
+  auto plain = ask_scheduler_health({});
+  CHECK_MESSAGE(plain.code != 0, "plain TCP to NATS was accepted: " << plain.out);
+  auto anonymous = ask_scheduler_health({"BULWARK_NATS_CA=/etc/bulwark/pki/ca.crt"});
+  CHECK_MESSAGE(anonymous.code != 0, "NATS accepted a client without credentials: " << anonymous.out);
+  CHECK_MESSAGE(anonymous.out.find("refused the credentials") != std::string::npos, anonymous.out);
+  auto with_creds = ask_scheduler_health({"BULWARK_NATS_CA=/etc/bulwark/pki/ca.crt",
+                                          "BULWARK_NATS_CREDS=/etc/bulwark/nats/scheduler.creds"});
+  CHECK_MESSAGE(with_creds.code == 0, with_creds.out);
+
   // The first admin token, read as docs/deploy.md says.
   auto token = run(with({"exec", "-T", "gateway-api", "cat", "/var/lib/bulwark/admin.token"}), env, dir);
   REQUIRE_MESSAGE(token.code == 0, token.out);
   std::string admin = token.out.substr(0, token.out.find('\n'));
   REQUIRE_MESSAGE(admin.rfind("bwk_", 0) == 0, token.out);
 
-  // The gateway's PKI, made on first start in its volume: the CLI's CA and client certificate.
+  // The PKI, made by the nats-auth step in the secrets volume: the CLI's CA and client certificate.
   std::vector<std::string> cli_env = env;
   for (const char* f : {"ca.crt", "client-cli-admin.crt", "client-cli-admin.key"}) {
-    auto pem = run(with({"exec", "-T", "gateway-api", "cat", std::string("/var/lib/bulwark/pki/") + f}), env, dir);
+    auto pem = run(with({"exec", "-T", "gateway-api", "cat", std::string("/etc/bulwark/pki/") + f}), env, dir);
     REQUIRE_MESSAGE((pem.code == 0 && pem.out.find("-----BEGIN") != std::string::npos), f << ": " << pem.out);
     std::ofstream(dir.file(f)) << pem.out;
     std::filesystem::permissions(dir.file(f), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
