@@ -183,7 +183,8 @@ int main(int argc, char** argv) {
       ->envname("BULWARK_CLIENT_KEY");
   app.add_option("-o,--output", g.output, "table, json, or yaml")->check(CLI::IsMember({"table", "json", "yaml"}))->capture_default_str();
   app.footer("Exit codes: 0 ok, 1 request failed or policy invalid, 2 usage, 3 not found (sandbox, provider, route table),\n"
-             "4 gateway unreachable, 5 sandbox FAILED, 6 timed out, 7 not authenticated (401) or not allowed (403).\nExample: bulwark sandbox create --name demo -- echo hi");
+             "4 gateway unreachable, 5 sandbox FAILED, 6 timed out, 7 not authenticated (401) or not allowed (403);\n"
+             "sandbox create -- CMD in the foreground: CMD's own exit code once it ran.\nExample: bulwark sandbox create --name demo -- echo hi");
 
   auto* sandbox = app.add_subcommand("sandbox", "create, list, inspect and delete sandboxes")->alias("sb");
   sandbox->require_subcommand(1);
@@ -633,6 +634,11 @@ int main(int argc, char** argv) {
         return cli::kSandboxFailed;
       }
       if (phase == "EXITED" && g.output == "table") print_logs(gw.get(path_of(s["sandbox_id"]) + "/logs"));
+      // In the foreground the command's own exit code is create's, as with `podman run`: a CI step
+      // `bulwark sandbox create -- make test` fails when the tests do.
+      if (!command.empty() && !detach && !no_wait && phase == "EXITED" && s.contains("exit_code") &&
+          s["exit_code"].is_number_integer())
+        return s["exit_code"].get<int>();
     } else if ((*list || *get) && watch_flag) {
       cli::watch(
           [&] {

@@ -50,6 +50,12 @@ TEST_CASE("bulwark sandbox create -- echo hi prints the sandbox and its output")
   CHECK(list.code == 0);
   CHECK(nlohmann::json::parse(list.out)["sandboxes"][0]["name"] == "cli-demo");
 
+  // In the foreground the command's exit code is create's (podman run's convention).
+  auto failing = bulwark_cli({"sandbox", "create", "--name", "cli-fails", "--", "sh", "-c", "echo bye; exit 42"},
+                             suite.gateway_url());
+  CHECK_MESSAGE(failing.code == 42, failing.out);
+  CHECK_MESSAGE(failing.out.find("\nbye\n") != std::string::npos, failing.out);
+
   // -d returns once the command runs, without waiting for it to end.
   auto detached = bulwark_cli({"sandbox", "create", "-d", "--name", "cli-bg", "--", "sleep", "600"}, suite.gateway_url());
   CHECK(detached.code == 0);
