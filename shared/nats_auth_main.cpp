@@ -33,7 +33,7 @@ na::KeyPair key(const std::string& dir, const std::string& name, na::KeyType typ
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, sandbox_id, pki_dir;
+  std::string dir, sandbox_id, pki_dir, pki_mount;
   std::vector<std::string> tls_sans;  // as the gateway's --tls-san: whoever makes the PKI first gives the names
   bulwark::Flags flags("bulwark-nats-auth",
                        "NATS operator-mode identities for Bulwark: writes DIR/nats-auth.conf (include it in nats-server's "
@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
       .text("pki-dir", &pki_dir,
             "also make sure the Bulwark PKI exists there (shared/pki.h) and make nats-server TLS-only with its "
             "nats-server certificate; clients then need --nats-ca <pki-dir>/ca.crt")
+      .text("pki-mount", &pki_mount,
+            "where nats-server will find the PKI's files, when not at --pki-dir (a Kubernetes Secret mounted "
+            "elsewhere: scripts/helm-nats-secret); default: --pki-dir")
       .list("tls-san", &tls_sans, "extra DNS name or IP for the PKI's server certificates when they are created (repeatable)");
   if (int rc = flags.parse(argc, argv); rc >= 0) return rc;
   try {
@@ -61,7 +64,8 @@ int main(int argc, char** argv) {
     if (!pki_dir.empty()) {
       bulwark::pki::Options pki_options;
       pki_options.extra_names = tls_sans;
-      auto p = bulwark::pki::ensure_pki(pki_dir, pki_options).paths;
+      bulwark::pki::ensure_pki(pki_dir, pki_options);
+      auto p = bulwark::pki::paths(pki_mount.empty() ? pki_dir : pki_mount);
       // Every client must speak TLS (nats-server 2.9 has no plain fallback once tls is set).
       tls = "tls {\n  cert_file: \"" + p.nats_cert + "\"\n  key_file: \"" + p.nats_key + "\"\n  ca_file: \"" + p.ca_cert +
             "\"\n  timeout: 5\n}\n";

@@ -143,12 +143,54 @@ if (!supervisorArg) fail("driver-k8s gets no --supervisor-image");
 const hpas = all("HorizontalPodAutoscaler");
 const deployment = (c) => one("Deployment", c);
 
+// NATS operator mode (nats.auth.secretName): each pod mounts only its own keys of the Secret, and
+// every key it mounts is in the Secret when the Secret is among the documents.
+const natsUsers = { "gateway-api": "gateway-api", scheduler: "scheduler", "policy-service": "policy-service",
+                    "privacy-router": "privacy-router", "driver-k8s": "driver-kubernetes" };
+function natsAuthOf(d) {
+  const spec = d.spec.template.spec;
+  const vol = (spec.volumes ?? []).find((v) => v.name === "nats-auth");
+  const env = Object.fromEntries((spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+  return { vol, env, keys: (vol?.secret?.items ?? []).map((i) => i.key).sort() };
+}
+function checkNatsAuth(enabled) {
+  const secret = all("Secret").find((s) => s.metadata.name === "bulwark-nats");
+  for (const [component, user] of Object.entries(natsUsers)) {
+    const d = component === "gateway-api" ? gateway : one("Deployment", component);
+    const { vol, env, keys } = natsAuthOf(d);
+    if (!enabled) {
+      if (vol || env.BULWARK_NATS_CREDS) fail(`${component}: NATS credentials without nats.auth.secretName`);
+      continue;
+    }
+    const want = [`${user}.creds`, "ca.crt", ...(component === "gateway-api" ? ["account.seed"] : [])].sort();
+    if (JSON.stringify(keys) !== JSON.stringify(want)) fail(`${component}: mounts ${keys} of the NATS Secret, wants only ${want}`);
+    if (env.BULWARK_NATS_CREDS !== `/etc/bulwark/nats/${user}.creds`) fail(`${component}: BULWARK_NATS_CREDS ${env.BULWARK_NATS_CREDS}`);
+    if (env.BULWARK_NATS_CA !== "/etc/bulwark/nats/ca.crt") fail(`${component}: BULWARK_NATS_CA ${env.BULWARK_NATS_CA}`);
+    if (vol?.secret?.secretName !== "bulwark-nats") fail(`${component}: NATS Secret ${vol?.secret?.secretName}`);
+    if (secret) for (const k of keys) if (!secret.data?.[k]) fail(`${component}: key ${k} is not in the Secret`);
+  }
+  const gatewayArgs = gateway.spec.template.spec.containers[0]?.args ?? [];
+  if (enabled !== gatewayArgs.includes("--nats-account-seed=/etc/bulwark/nats/account.seed"))
+    fail("the gateway mints sandbox credentials exactly when NATS has auth");
+  const natsConf = all("ConfigMap").find((c) => c.data?.["nats.conf"])?.data["nats.conf"] ?? "";
+  if (enabled !== natsConf.includes("include ../bulwark/nats/nats-auth.conf")) fail("nats.conf includes nats-auth.conf exactly when NATS has auth");
+  if (enabled) {
+    const { keys } = natsAuthOf(nats);
+    if (JSON.stringify(keys) !== JSON.stringify(["ca.crt", "nats-auth.conf", "nats-server.crt", "nats-server.key"]))
+      fail(`nats mounts ${keys} of the NATS Secret`);
+    if (!secret) fail("no Secret bulwark-nats among the documents (scripts/helm-nats-secret)");
+    else if (Object.keys(secret.data ?? {}).some((k) => /operator|sys\.seed|ca\.key|admin/.test(k)))
+      fail(`the NATS Secret holds more than pods mount: ${Object.keys(secret.data)}`);
+  }
+}
+
 if (variant === "default") {
   for (const [name, image] of images) if (!image.startsWith("localhost/bulwark/")) fail(`${name}: default image ${image}`);
   for (const c of ["scheduler", "policy-service", "privacy-router"])
     if (deployment(c).spec.replicas !== 2) fail(`${c}: default replicas must be 2`);
   if (hpas.length) fail("no HPA by default");
   if (roles[0]?.metadata.namespace !== "bulwark-system") fail("the Role belongs in the release namespace by default");
+  checkNatsAuth(false);
 } else if (variant === "overrides") {
   // overrides.yaml: every image elsewhere, scheduler 5 replicas, HPAs for policy-service and privacy-router, namespace agents.
   for (const [name, image] of images) if (!image.startsWith("registry.example/")) fail(`${name}: image ${image} ignores images.*`);
@@ -164,6 +206,7 @@ if (variant === "default") {
   if (roles[0]?.metadata.namespace !== "agents") fail("the Role must be in the sandbox namespace agents");
   if (!all("Namespace").some((n) => n.metadata.name === "agents")) fail("createNamespace did not create agents");
   if (!(driver.spec.template.spec.containers[0]?.args ?? []).includes("--namespace=agents")) fail("driver-k8s must watch agents");
+  checkNatsAuth(true);
 } else {
   fail(`unknown variant ${variant}`);
 }

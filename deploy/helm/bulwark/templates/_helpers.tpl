@@ -49,3 +49,37 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* NATS operator mode (values nats.auth.secretName): a service's identity.
+     env:          include "bulwark.natsAuthEnv" (list $ "scheduler")
+     volumeMounts: include "bulwark.natsAuthMount" $
+     volumes:      include "bulwark.natsAuthVolume" (list $ "scheduler.creds" "ca.crt")
+     Each pod mounts only its own keys of the Secret. */}}
+{{- define "bulwark.natsAuthEnv" -}}
+{{- if (index . 0).Values.nats.auth.secretName }}
+- name: BULWARK_NATS_CREDS
+  value: /etc/bulwark/nats/{{ index . 1 }}.creds
+- name: BULWARK_NATS_CA
+  value: /etc/bulwark/nats/ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "bulwark.natsAuthMount" -}}
+{{- if .Values.nats.auth.secretName }}
+- {name: nats-auth, mountPath: /etc/bulwark/nats, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "bulwark.natsAuthVolume" -}}
+{{- $root := index . 0 -}}
+{{- with $root.Values.nats.auth.secretName }}
+- name: nats-auth
+  secret:
+    secretName: {{ . | quote }}
+    defaultMode: 0440
+    items:
+      {{- range (rest $) }}
+      - {key: {{ . | quote }}, path: {{ . | quote }}}
+      {{- end }}
+{{- end }}
+{{- end -}}
