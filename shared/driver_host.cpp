@@ -205,14 +205,15 @@ void DriverHost::remember(const v1::WorkloadStatus& st) {
   touched_[st.sandbox_id()] = std::chrono::steady_clock::now();
 }
 
-void DriverHost::report_exit_once(const v1::WorkloadStatus& st) {
-  bool was_exited;
+void DriverHost::report_change(const v1::WorkloadStatus& st) {
+  v1::WorkloadStatus last;
   {
     std::lock_guard lock(mu_);
-    auto it = known_.find(st.sandbox_id());
-    was_exited = it != known_.end() && it->second.exited();
+    if (auto it = known_.find(st.sandbox_id()); it != known_.end()) last = it->second;
   }
-  if (!was_exited) report(st.sandbox_id(), v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code(), st.reason());
+  if (st.running() && !last.running()) report(st.sandbox_id(), v1::REPORT_WORKLOAD_RUNNING, st.workload_id(), 0);
+  if (st.exited() && !last.exited())
+    report(st.sandbox_id(), v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code(), st.reason());
   remember(st);
 }
 
@@ -249,7 +250,6 @@ void DriverHost::poll() {
     report(id, v1::REPORT_WORKLOAD_GONE, st.workload_id(), 0, "the " + o_.kind + " workload was removed outside Bulwark");
   }
   std::lock_guard lock(mu_);
-  // Entries added by create() during this pass are kept; the next pass settles them.
   for (auto& [id, st] : now) known_[id] = st;
   for (auto it = known_.begin(); it != known_.end();)
     it = (!now.count(it->first) && before.count(it->first) && !busy.count(it->first)) ? known_.erase(it) : std::next(it);
@@ -287,9 +287,8 @@ v1::DriverCreateReply DriverHost::create(const v1::DriverCreateRequest& req) {
   st.set_workload_id(reply.workload_id());
   st.set_running(true);
   if (!reply.adopted()) {
-    remember(st);
     try {
-      report(id, v1::REPORT_WORKLOAD_RUNNING, reply.workload_id(), 0);
+      report_change(st);
     } catch (const Error& e) {
       spdlog::warn("sandbox {}: running report not stored ({}); the create reply carries it", id, e.what());
     }
@@ -325,7 +324,7 @@ v1::DriverStopReply DriverHost::stop_workload(const v1::DriverStopRequest& req) 
   if (r.existed())
     if (auto st = backend_->get(req.sandbox_id()); st && st->exited()) {
       std::lock_guard transitions(transition_mu_);
-      report_exit_once(*st);
+      report_change(*st);
     }
   return r;
 }
@@ -339,8 +338,7 @@ v1::DriverStartReply DriverHost::start_workload(const v1::DriverStartRequest& re
   st.set_sandbox_id(req.sandbox_id());
   st.set_workload_id(r.workload_id());
   st.set_running(true);
-  remember(st);
-  report(req.sandbox_id(), v1::REPORT_WORKLOAD_RUNNING, r.workload_id(), 0);
+  report_change(st);  // once, even when a poll saw the start first
   spdlog::info("sandbox {}: workload started again", req.sandbox_id());
   return r;
 }

@@ -88,8 +88,9 @@ class DriverHost : public Component {
   void report(const std::string& sandbox_id, v1::ReportKind kind, const std::string& workload_id, int exit_code,
               const std::string& reason = {});
   void remember(const v1::WorkloadStatus& st);  // also marks the sandbox touched (see touched_)
-  // Reports st's exit unless the last report already said exited; call with transition_mu_ held.
-  void report_exit_once(const v1::WorkloadStatus& st);
+  // Reports what st changes since the last report (RUNNING, EXITED) and remembers it; call with
+  // transition_mu_ held. A failed report leaves the last state, so the next poll tries again.
+  void report_change(const v1::WorkloadStatus& st);
 
   Bus& bus_;
   std::unique_ptr<DriverBackend> backend_;

@@ -19,7 +19,7 @@ class MemoryBackend : public DriverBackend {
   std::mutex mu;
   std::map<std::string, v1::WorkloadStatus> w;
   int creates = 0;
-  std::function<void()> after_stop;  // runs once the workload has stopped, before stop() returns
+  std::function<void()> after_change;  // runs once stop() or start() took effect, before it returns
 
   void capabilities(v1::DriverCapabilities& caps) const override {
     caps.set_isolation("container");
@@ -57,16 +57,21 @@ class MemoryBackend : public DriverBackend {
       it->second.set_exited(true);
       it->second.set_exit_code(143);
     }
-    if (after_stop) after_stop();
+    if (after_change) after_change();
     return true;
   }
   std::string start(const std::string& id) override {
-    std::lock_guard l(mu);
-    auto it = w.find(id);
-    if (it == w.end()) throw Error(Code::kNotFound, "none", "sandbox_id");
-    it->second.set_running(true);
-    it->second.set_exited(false);
-    return it->second.workload_id();
+    std::string workload;
+    {
+      std::lock_guard l(mu);
+      auto it = w.find(id);
+      if (it == w.end()) throw Error(Code::kNotFound, "none", "sandbox_id");
+      it->second.set_running(true);
+      it->second.set_exited(false);
+      workload = it->second.workload_id();
+    }
+    if (after_change) after_change();
+    return workload;
   }
   std::optional<v1::WorkloadStatus> get(const std::string& id) override {
     std::lock_guard l(mu);
@@ -201,7 +206,7 @@ TEST_CASE("DriverHost serves the contract over NATS and reports each change once
   CHECK(beat.free_slots() == 4);  // "left" exited, sb1 gone: nothing holds a slot
 }
 
-TEST_CASE("a poll that sees a stop in flight and the stop's own report make one EXITED, not two") {
+TEST_CASE("a poll that sees a stop or start in flight and the call's own report make one report, not two") {
   // As the k8s backend does: the resource says Suspended while stop() still waits for the pod.
   testing::NatsServer nats;
   auto bus = Bus::connect({.url = nats.url()});
@@ -211,7 +216,7 @@ TEST_CASE("a poll that sees a stop in flight and the stop's own report make one 
   auto* mem = backend.get();
   DriverHostOptions o{.driver_id = "mem-2", .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = 1h};
   DriverHost host(*bus, std::move(backend), o);
-  mem->after_stop = [&] { host.poll(); };
+  mem->after_change = [&] { host.poll(); };
 
   v1::DriverCreateRequest cr;
   cr.set_sandbox_id("sb2");
