@@ -637,8 +637,10 @@ int main(int argc, char** argv) {
       // In the foreground the command's own exit code is create's, as with `podman run`: a CI step
       // `bulwark sandbox create -- make test` fails when the tests do.
       if (!command.empty() && !detach && !no_wait && phase == "EXITED" && s.contains("exit_code") &&
-          s["exit_code"].is_number_integer())
-        return s["exit_code"].get<int>();
+          s["exit_code"].is_number_integer()) {
+        int code = s["exit_code"].get<int>();
+        return code >= 0 && code <= 255 ? code : cli::kFailure;  // a process exit code is 8 bits: 256 is no success
+      }
     } else if ((*list || *get) && watch_flag) {
       cli::watch(
           [&] {

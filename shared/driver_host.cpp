@@ -186,7 +186,7 @@ void DriverHost::heartbeat(bool draining) {
 }
 
 void DriverHost::report(const std::string& sandbox_id, v1::ReportKind kind, const std::string& workload_id,
-                        int exit_code, const std::string& reason) {
+                        int exit_code, const std::string& reason, const google::protobuf::Timestamp* at) {
   v1::StateReport r;
   r.set_sandbox_id(sandbox_id);
   r.set_source(v1::SOURCE_DRIVER);
@@ -195,64 +195,89 @@ void DriverHost::report(const std::string& sandbox_id, v1::ReportKind kind, cons
   r.set_workload_id(workload_id);
   r.set_exit_code(exit_code);
   r.set_reason(reason);
-  *r.mutable_at() = now_timestamp();
+  *r.mutable_at() = at ? *at : now_timestamp();
   bus_.js_publish(subjects::sandbox_state(sandbox_id), r);
 }
 
 void DriverHost::remember(const v1::WorkloadStatus& st) {
   std::lock_guard lock(mu_);
   known_[st.sandbox_id()] = st;
-  touched_[st.sandbox_id()] = std::chrono::steady_clock::now();
 }
 
-void DriverHost::report_change(const v1::WorkloadStatus& st) {
+void DriverHost::report_change(const v1::WorkloadStatus& st, const google::protobuf::Timestamp* at) {
   v1::WorkloadStatus last;
   {
     std::lock_guard lock(mu_);
     if (auto it = known_.find(st.sandbox_id()); it != known_.end()) last = it->second;
   }
-  if (st.running() && !last.running()) report(st.sandbox_id(), v1::REPORT_WORKLOAD_RUNNING, st.workload_id(), 0);
+  if (st.running() && !last.running()) report(st.sandbox_id(), v1::REPORT_WORKLOAD_RUNNING, st.workload_id(), 0, {}, at);
   if (st.exited() && !last.exited())
-    report(st.sandbox_id(), v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code(), st.reason());
+    report(st.sandbox_id(), v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code(), st.reason(), at);
   remember(st);
+}
+
+class DriverHost::Call {
+ public:
+  Call(DriverHost& host, std::string sandbox_id) : host_(host), id_(std::move(sandbox_id)) {
+    std::lock_guard lock(host_.mu_);
+    ++host_.in_call_[id_];
+  }
+  ~Call() {
+    std::lock_guard lock(host_.mu_);
+    if (--host_.in_call_[id_] == 0) host_.in_call_.erase(id_);
+    host_.touched_[id_] = std::chrono::steady_clock::now();
+  }
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+ private:
+  DriverHost& host_;
+  std::string id_;
+};
+
+bool DriverHost::busy(const std::string& sandbox_id, std::chrono::steady_clock::time_point listed_at) {
+  if (in_call_.count(sandbox_id)) return true;
+  auto it = touched_.find(sandbox_id);
+  return it != touched_.end() && it->second >= listed_at;
 }
 
 void DriverHost::poll() {
   const auto listed_at = std::chrono::steady_clock::now();
+  // Reports carry when the list was taken: what it shows may be older than a start that follows.
+  const auto seen_at = now_timestamp();
   std::map<std::string, v1::WorkloadStatus> now;
   for (auto& st : backend_->list())
     if (!st.sandbox_id().empty()) now[st.sandbox_id()] = std::move(st);
-  std::lock_guard transitions(transition_mu_);
   std::map<std::string, v1::WorkloadStatus> before;
-  std::set<std::string> busy;  // stopped or started while the list was taken: the list is stale for them
   {
     std::lock_guard lock(mu_);
     before = known_;
-    for (const auto& [id, at] : touched_)
-      if (at >= listed_at) busy.insert(id);
-    std::erase_if(touched_, [&](const auto& t) { return t.second < listed_at; });
   }
-  for (const auto& id : busy) before.erase(id), now.erase(id);
-  for (const auto& [id, st] : now) {
-    auto it = before.find(id);
-    bool was_running = it != before.end() && it->second.running();
-    bool was_exited = it != before.end() && it->second.exited();
-    if (st.running() && !was_running) report(id, v1::REPORT_WORKLOAD_RUNNING, st.workload_id(), 0);
-    if (st.exited() && !was_exited) report(id, v1::REPORT_WORKLOAD_EXITED, st.workload_id(), st.exit_code(), st.reason());
-  }
+  // A list taken while the backend changes a workload can miss it: only a failed get says gone.
+  std::map<std::string, v1::WorkloadStatus> gone;
   for (const auto& [id, st] : before) {
     if (now.count(id)) continue;
-    // A list taken while the backend changes a workload can miss it: only a failed get says gone.
-    if (auto again = backend_->get(id)) {
-      now[id] = *again;
-      continue;
-    }
-    report(id, v1::REPORT_WORKLOAD_GONE, st.workload_id(), 0, "the " + o_.kind + " workload was removed outside Bulwark");
+    if (auto again = backend_->get(id)) now[id] = std::move(*again);
+    else gone[id] = st;
+  }
+  std::lock_guard transitions(transition_mu_);
+  // Whether a call has touched it since the list, asked at each report: a call that began after
+  // the list may be waiting for transition_mu_ to report what it did.
+  auto settled = [&](const std::string& id) {
+    std::lock_guard lock(mu_);
+    return !busy(id, listed_at);
+  };
+  for (const auto& [id, st] : now)
+    if (settled(id)) report_change(st, &seen_at);
+  for (const auto& [id, st] : gone) {
+    if (!settled(id)) continue;
+    report(id, v1::REPORT_WORKLOAD_GONE, st.workload_id(), 0, "the " + o_.kind + " workload was removed outside Bulwark",
+           &seen_at);
+    std::lock_guard lock(mu_);
+    known_.erase(id);
   }
   std::lock_guard lock(mu_);
-  for (auto& [id, st] : now) known_[id] = st;
-  for (auto it = known_.begin(); it != known_.end();)
-    it = (!now.count(it->first) && before.count(it->first) && !busy.count(it->first)) ? known_.erase(it) : std::next(it);
+  std::erase_if(touched_, [&](const auto& t) { return t.second < listed_at; });
 }
 
 v1::DriverCapabilities DriverHost::capabilities() const {
@@ -280,6 +305,7 @@ v1::DriverCreateReply DriverHost::create(const v1::DriverCreateRequest& req) {
   if (!req.nats_creds().empty()) (*spec.mutable_env())["BULWARK_NATS_CREDS"] = req.nats_creds();
   // NATS over TLS: the supervisor trusts the CA this driver trusts (its text: no file to mount).
   if (!bus_.ca_pem().empty()) (*spec.mutable_env())["BULWARK_NATS_CA"] = bus_.ca_pem();
+  Call call(*this, id);
   auto reply = backend_->create(id, spec);
   std::lock_guard transitions(transition_mu_);
   v1::WorkloadStatus st;
@@ -298,12 +324,12 @@ v1::DriverCreateReply DriverHost::create(const v1::DriverCreateRequest& req) {
 
 v1::DriverDeleteReply DriverHost::remove(const v1::DriverDeleteRequest& req) {
   check_sandbox_id(req.sandbox_id());
-  bool existed = backend_->remove(req.sandbox_id());
+  bool existed;
   {
-    std::lock_guard transitions(transition_mu_);
+    Call call(*this, req.sandbox_id());
+    existed = backend_->remove(req.sandbox_id());
     std::lock_guard lock(mu_);
     known_.erase(req.sandbox_id());
-    touched_[req.sandbox_id()] = std::chrono::steady_clock::now();  // a poll listed before is stale
   }
   spdlog::info("sandbox {}: workload {}", req.sandbox_id(), existed ? "removed" : "was already gone");
   v1::DriverDeleteReply r;
@@ -315,12 +341,12 @@ v1::DriverStopReply DriverHost::stop_workload(const v1::DriverStopRequest& req) 
   check_sandbox_id(req.sandbox_id());
   auto grace = req.grace_ms() ? std::chrono::milliseconds(req.grace_ms()) : o_.default_grace;
   v1::DriverStopReply r;
+  Call call(*this, req.sandbox_id());
   r.set_existed(backend_->stop(req.sandbox_id(), grace));
   spdlog::info("sandbox {}: workload {}", req.sandbox_id(), r.existed() ? "stopped" : "not found to stop");
   // Report the exit now, stamped before any start that follows this reply. Left to the next poll,
-  // a poll running while that start is in flight would stamp it after the start, and the gateway
-  // would take the old run's exit for the new run's failure.
-  // A poll that listed during the stop may have reported it already: once is enough.
+  // it could be stamped after that start, and the gateway would take the old run's exit for the
+  // new run's failure. Once: not again if the last report said exited already.
   if (r.existed())
     if (auto st = backend_->get(req.sandbox_id()); st && st->exited()) {
       std::lock_guard transitions(transition_mu_);
@@ -331,15 +357,32 @@ v1::DriverStopReply DriverHost::stop_workload(const v1::DriverStopRequest& req) 
 
 v1::DriverStartReply DriverHost::start_workload(const v1::DriverStartRequest& req) {
   check_sandbox_id(req.sandbox_id());
+  const auto& id = req.sandbox_id();
   v1::DriverStartReply r;
-  r.set_workload_id(backend_->start(req.sandbox_id()));
+  Call call(*this, id);
+  // The gateway starts an EXITED sandbox once its agent has ended, which may be a moment before
+  // the workload itself has (the supervisor still reporting): a start then would find it running
+  // and do nothing. Wait for the end, up to the grace of a stop.
+  const auto deadline = std::chrono::steady_clock::now() + o_.default_grace;
+  auto current = backend_->get(id);
+  while (current && current->running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    current = backend_->get(id);
+  }
+  if (current && current->running())
+    spdlog::warn("sandbox {}: its previous run is still running after {} ms; starting anyway", id, o_.default_grace.count());
+  r.set_workload_id(backend_->start(id));
   std::lock_guard transitions(transition_mu_);
   v1::WorkloadStatus st;
-  st.set_sandbox_id(req.sandbox_id());
+  st.set_sandbox_id(id);
   st.set_workload_id(r.workload_id());
   st.set_running(true);
-  report_change(st);  // once, even when a poll saw the start first
-  spdlog::info("sandbox {}: workload started again", req.sandbox_id());
+  // Always reported: the last report may still say running (the previous run's end unreported,
+  // and now never to be: the gateway counts that run as over). No poll reported this one: the
+  // sandbox was busy.
+  report(id, v1::REPORT_WORKLOAD_RUNNING, r.workload_id(), 0);
+  remember(st);
+  spdlog::info("sandbox {}: workload started again", id);
   return r;
 }
 

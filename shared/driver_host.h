@@ -85,22 +85,28 @@ class DriverHost : public Component {
   template <class Req, class Rep>
   void serve_async(const std::string& op, std::function<Rep(const Req&)> fn);
   void heartbeat(bool draining);
+  // `at`: when the state was seen (default: now); the gateway drops reports older than its last start.
   void report(const std::string& sandbox_id, v1::ReportKind kind, const std::string& workload_id, int exit_code,
-              const std::string& reason = {});
-  void remember(const v1::WorkloadStatus& st);  // also marks the sandbox touched (see touched_)
+              const std::string& reason = {}, const google::protobuf::Timestamp* at = nullptr);
+  void remember(const v1::WorkloadStatus& st);
   // Reports what st changes since the last report (RUNNING, EXITED) and remembers it; call with
   // transition_mu_ held. A failed report leaves the last state, so the next poll tries again.
-  void report_change(const v1::WorkloadStatus& st);
+  void report_change(const v1::WorkloadStatus& st, const google::protobuf::Timestamp* at = nullptr);
+  // A create, stop, start or remove under way for a sandbox (RAII): polls leave it alone until
+  // the call has reported, and a poll whose list is older than the call's end as well.
+  class Call;
+  bool busy(const std::string& sandbox_id, std::chrono::steady_clock::time_point listed_at);  // mu_ held
 
   Bus& bus_;
   std::unique_ptr<DriverBackend> backend_;
   DriverHostOptions o_;
   // Held from deciding a change to publishing its report, by the poll and by create/stop/start/
-  // remove: so a poll and a stop cannot both report one exit, nor a poll's old exit follow a start.
+  // remove: so a poll and a stop cannot both report one exit.
   std::mutex transition_mu_;
   std::mutex mu_;
   std::map<std::string, v1::WorkloadStatus> known_;  // sandbox_id -> last reported state
-  // sandbox_id -> when its last create, stop, start or remove returned: a poll whose list is older says nothing about it.
+  std::map<std::string, int> in_call_;               // sandbox_id -> calls under way (Call)
+  // sandbox_id -> when its last call ended: a poll whose list is older says nothing about it.
   std::map<std::string, std::chrono::steady_clock::time_point> touched_;
   std::condition_variable cv_;
   bool stopping_ = false;

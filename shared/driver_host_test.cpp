@@ -19,6 +19,8 @@ class MemoryBackend : public DriverBackend {
   std::mutex mu;
   std::map<std::string, v1::WorkloadStatus> w;
   int creates = 0;
+  bool create_exited = false;          // the workload dies as soon as it is created
+  bool started_while_running = false;  // start() found the previous run still running
   std::function<void()> after_change;  // runs once stop() or start() took effect, before it returns
 
   void capabilities(v1::DriverCapabilities& caps) const override {
@@ -30,7 +32,7 @@ class MemoryBackend : public DriverBackend {
     return {"cpus rounded"};
   }
   v1::DriverCreateReply create(const std::string& id, const v1::SandboxSpec&) override {
-    std::lock_guard l(mu);
+    std::unique_lock l(mu);
     v1::DriverCreateReply r;
     r.set_workload_id("w-" + id);
     if (w.count(id)) {
@@ -41,7 +43,10 @@ class MemoryBackend : public DriverBackend {
     auto& st = w[id];
     st.set_sandbox_id(id);
     st.set_workload_id("w-" + id);
-    st.set_running(true);
+    st.set_running(!create_exited);
+    st.set_exited(create_exited);
+    l.unlock();
+    if (after_change) after_change();
     return r;
   }
   bool remove(const std::string& id) override {
@@ -66,6 +71,7 @@ class MemoryBackend : public DriverBackend {
       std::lock_guard l(mu);
       auto it = w.find(id);
       if (it == w.end()) throw Error(Code::kNotFound, "none", "sandbox_id");
+      started_while_running = started_while_running || it->second.running();
       it->second.set_running(true);
       it->second.set_exited(false);
       workload = it->second.workload_id();
@@ -232,6 +238,56 @@ TEST_CASE("a poll that sees a stop or start in flight and the call's own report 
   REQUIRE(testing::wait_until([&] { return reports.kinds("sb2").size() >= want.size(); }, 5s));
   std::this_thread::sleep_for(100ms);  // a duplicate would have arrived by now
   CHECK(reports.kinds("sb2") == want);
+}
+
+TEST_CASE("a start waits for the previous run to end, reports RUNNING, and never that run's late exit") {
+  // The agent ended (the gateway says EXITED) but the workload has not yet: known_ still says running.
+  testing::NatsServer nats;
+  auto bus = Bus::connect({.url = nats.url()});
+  bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
+  Reports reports(*bus);
+  auto backend = std::make_unique<MemoryBackend>();
+  auto* mem = backend.get();
+  DriverHostOptions o{.driver_id = "mem-3", .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = 20ms};
+  DriverHost host(*bus, std::move(backend), o);
+  v1::DriverCreateRequest cr;
+  cr.set_sandbox_id("sb3");
+  host.create(cr);
+  std::thread ends([&] {  // the supervisor finishing: the workload ends 300 ms into the start
+    std::this_thread::sleep_for(300ms);
+    std::lock_guard l(mem->mu);
+    mem->w["sb3"].set_running(false);
+    mem->w["sb3"].set_exited(true);
+  });
+  v1::DriverStartRequest start;
+  start.set_sandbox_id("sb3");
+  host.start_workload(start);
+  ends.join();
+  CHECK_FALSE(mem->started_while_running);
+  REQUIRE(testing::wait_until([&] { return reports.kinds("sb3").size() >= 2; }, 5s));
+  std::this_thread::sleep_for(200ms);  // polls meanwhile: the old run's exit must not appear
+  CHECK(reports.kinds("sb3") == std::vector{v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_RUNNING});
+}
+
+TEST_CASE("a create whose workload dies at once reports RUNNING then EXITED, even with a poll inside the create") {
+  testing::NatsServer nats;
+  auto bus = Bus::connect({.url = nats.url()});
+  bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
+  Reports reports(*bus);
+  auto backend = std::make_unique<MemoryBackend>();
+  auto* mem = backend.get();
+  mem->create_exited = true;
+  DriverHostOptions o{.driver_id = "mem-4", .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = 1h};
+  DriverHost host(*bus, std::move(backend), o);
+  mem->after_change = [&] { host.poll(); };
+  v1::DriverCreateRequest cr;
+  cr.set_sandbox_id("sb4");
+  host.create(cr);
+  host.poll();
+  const std::vector want{v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_EXITED};
+  REQUIRE(testing::wait_until([&] { return reports.kinds("sb4").size() >= want.size(); }, 5s));
+  std::this_thread::sleep_for(100ms);
+  CHECK(reports.kinds("sb4") == want);
 }
 
 TEST_CASE("normalize_driver_id lower-cases and refuses what is not a subject token") {

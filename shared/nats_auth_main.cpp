@@ -35,6 +35,7 @@ na::KeyPair key(const std::string& dir, const std::string& name, na::KeyType typ
 int main(int argc, char** argv) {
   std::string dir, sandbox_id, pki_dir, pki_mount;
   std::vector<std::string> tls_sans;  // as the gateway's --tls-san: whoever makes the PKI first gives the names
+  std::vector<std::string> exports;   // SERVICE=DIR
   bulwark::Flags flags("bulwark-nats-auth",
                        "NATS operator-mode identities for Bulwark: writes DIR/nats-auth.conf (include it in nats-server's "
                        "config), DIR/<service>.creds and the seeds (mode 0600); idempotent");
@@ -46,7 +47,10 @@ int main(int argc, char** argv) {
       .text("pki-mount", &pki_mount,
             "where nats-server will find the PKI's files, when not at --pki-dir (a Kubernetes Secret mounted "
             "elsewhere: scripts/helm-nats-secret); default: --pki-dir")
-      .list("tls-san", &tls_sans, "extra DNS name or IP for the PKI's server certificates when they are created (repeatable)");
+      .list("tls-san", &tls_sans, "extra DNS name or IP for the PKI's server certificates when they are created (repeatable)")
+      .list("export", &exports,
+            "SERVICE=DIR: also copy that service's .creds (and with --pki-dir the CA certificate) into DIR, and "
+            "nothing else, for a container that mounts only DIR (compose.yaml; repeatable)");
   if (int rc = flags.parse(argc, argv); rc >= 0) return rc;
   try {
     if (dir.empty()) throw bulwark::Error(bulwark::Code::kInvalidArgument, "--dir is required", "dir");
@@ -88,6 +92,21 @@ int main(int argc, char** argv) {
       all.pub_allow = {">"};
       all.sub_allow = {">"};
       na::write_secret_file(admin, na::new_user_creds(account, "admin", all, now));
+    }
+    for (const auto& e : exports) {
+      const auto eq = e.find('=');
+      const std::string svc = e.substr(0, eq), to = eq == std::string::npos ? "" : e.substr(eq + 1);
+      if (eq == std::string::npos || svc.empty() || to.empty())
+        throw bulwark::Error(bulwark::Code::kInvalidArgument, "--export wants SERVICE=DIR, not '" + e + "'", "export");
+      const std::string creds = dir + "/" + svc + ".creds";
+      if (!std::filesystem::exists(creds))
+        throw bulwark::Error(bulwark::Code::kInvalidArgument, "--export " + e + ": no credentials for service '" + svc + "'",
+                             "export");
+      std::filesystem::create_directories(to);
+      ::chmod(to.c_str(), 0700);
+      na::write_secret_file(to + "/" + svc + ".creds", na::read_text_file(creds, "export") + "\n");
+      if (!pki_dir.empty())
+        na::write_secret_file(to + "/ca.crt", na::read_text_file(bulwark::pki::paths(pki_dir).ca_cert, "export") + "\n");
     }
     std::cout << dir << "/nats-auth.conf\n";
     return 0;

@@ -161,16 +161,26 @@ TEST_CASE("docker-compose up runs the suite from its images, and bulwark sandbox
   CHECK_MESSAGE(sandboxes.size() == 1, sandboxes.dump(2));
 
   // Idle memory of the control plane: VmRSS of each service's process (docs/deploy.md reports it).
+  // Only the gateway and nats-server mount the secrets volume (CA key, seeds, every .creds); every
+  // other service mounts a volume with its own .creds and the CA certificate alone.
   int64_t total_kib = 0;
   std::string per;
   for (const auto& c : get_json(api, project_filter)) {
     auto info = get_json(api, "/v1.41/containers/" + c.value("Id", "") + "/json");
+    const std::string service = c["Labels"].value("com.docker.compose.service", "?");
+    for (const auto& m : info["Mounts"]) {
+      const std::string volume = m.value("Name", "");
+      if (volume == project + "_secrets")
+        CHECK_MESSAGE((service == "gateway-api" || service == "nats"), service << " mounts the secrets volume");
+      if (m.value("Destination", "") == "/etc/bulwark/nats" && service != "gateway-api" && service != "nats")
+        CHECK_MESSAGE(volume == project + "_nats-" + service, service << " mounts " << volume);
+    }
     std::string status = read_file("/proc/" + std::to_string(info["State"].value("Pid", 0)) + "/status");
     auto at = status.find("VmRSS:");
     REQUIRE_MESSAGE(at != std::string::npos, status);
     int64_t kib = std::stoll(status.substr(at + 6));
     total_kib += kib;
-    per += " " + c["Labels"].value("com.docker.compose.service", "?") + "=" + std::to_string(kib / 1024) + "MiB";
+    per += " " + service + "=" + std::to_string(kib / 1024) + "MiB";
   }
   MESSAGE("control plane RSS " << total_kib / 1024 << " MiB:" << per);
 

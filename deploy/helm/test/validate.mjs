@@ -151,6 +151,8 @@ function natsAuthOf(d) {
   const spec = d.spec.template.spec;
   const vol = (spec.volumes ?? []).find((v) => v.name === "nats-auth");
   const env = Object.fromEntries((spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+  const mount = (spec.containers[0]?.volumeMounts ?? []).find((m) => m.name === "nats-auth");
+  if (vol && mount?.mountPath !== "/etc/bulwark/nats") fail(`${d.metadata.name}: the NATS Secret is not mounted at /etc/bulwark/nats`);
   return { vol, env, keys: (vol?.secret?.items ?? []).map((i) => i.key).sort() };
 }
 function checkNatsAuth(enabled) {
