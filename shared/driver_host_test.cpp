@@ -212,82 +212,76 @@ TEST_CASE("DriverHost serves the contract over NATS and reports each change once
   CHECK(beat.free_slots() == 4);  // "left" exited, sb1 gone: nothing holds a slot
 }
 
+namespace {
+
+// A DriverHost over a fresh nats-server and a MemoryBackend, and the reports it publishes.
+struct HostFixture {
+  testing::NatsServer nats;
+  std::unique_ptr<Bus> bus;
+  std::unique_ptr<Reports> reports;
+  MemoryBackend* mem = nullptr;
+  std::unique_ptr<DriverHost> host;
+
+  HostFixture(const std::string& driver_id, std::chrono::milliseconds poll, bool create_exited = false) {
+    bus = Bus::connect({.url = nats.url()});
+    bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
+    reports = std::make_unique<Reports>(*bus);
+    auto backend = std::make_unique<MemoryBackend>();
+    mem = backend.get();
+    mem->create_exited = create_exited;
+    DriverHostOptions o{.driver_id = driver_id, .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = poll};
+    host = std::make_unique<DriverHost>(*bus, std::move(backend), o);
+  }
+  template <class Req>
+  static Req request(const std::string& id) {
+    Req r;
+    r.set_sandbox_id(id);
+    return r;
+  }
+  // The reports of `id` are exactly `want`, also a moment after they arrived (a duplicate would show).
+  void expect(const std::string& id, const std::vector<v1::ReportKind>& want) {
+    REQUIRE(testing::wait_until([&] { return reports->kinds(id).size() >= want.size(); }, 5s));
+    std::this_thread::sleep_for(200ms);
+    CHECK(reports->kinds(id) == want);
+  }
+};
+
+}  // namespace
+
 TEST_CASE("a poll that sees a stop or start in flight and the call's own report make one report, not two") {
   // As the k8s backend does: the resource says Suspended while stop() still waits for the pod.
-  testing::NatsServer nats;
-  auto bus = Bus::connect({.url = nats.url()});
-  bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
-  Reports reports(*bus);
-  auto backend = std::make_unique<MemoryBackend>();
-  auto* mem = backend.get();
-  DriverHostOptions o{.driver_id = "mem-2", .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = 1h};
-  DriverHost host(*bus, std::move(backend), o);
-  mem->after_change = [&] { host.poll(); };
-
-  v1::DriverCreateRequest cr;
-  cr.set_sandbox_id("sb2");
-  host.create(cr);
-  v1::DriverStopRequest stop;
-  stop.set_sandbox_id("sb2");
-  CHECK(host.stop_workload(stop).existed());
-  v1::DriverStartRequest start;
-  start.set_sandbox_id("sb2");
-  host.start_workload(start);
-  host.poll();
-  const std::vector want{v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_EXITED, v1::REPORT_WORKLOAD_RUNNING};
-  REQUIRE(testing::wait_until([&] { return reports.kinds("sb2").size() >= want.size(); }, 5s));
-  std::this_thread::sleep_for(100ms);  // a duplicate would have arrived by now
-  CHECK(reports.kinds("sb2") == want);
+  HostFixture f("mem-2", 1h);
+  f.mem->after_change = [&] { f.host->poll(); };
+  f.host->create(HostFixture::request<v1::DriverCreateRequest>("sb2"));
+  CHECK(f.host->stop_workload(HostFixture::request<v1::DriverStopRequest>("sb2")).existed());
+  f.host->start_workload(HostFixture::request<v1::DriverStartRequest>("sb2"));
+  f.host->poll();
+  f.expect("sb2", {v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_EXITED, v1::REPORT_WORKLOAD_RUNNING});
 }
 
 TEST_CASE("a start waits for the previous run to end, reports RUNNING, and never that run's late exit") {
-  // The agent ended (the gateway says EXITED) but the workload has not yet: known_ still says running.
-  testing::NatsServer nats;
-  auto bus = Bus::connect({.url = nats.url()});
-  bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
-  Reports reports(*bus);
-  auto backend = std::make_unique<MemoryBackend>();
-  auto* mem = backend.get();
-  DriverHostOptions o{.driver_id = "mem-3", .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = 20ms};
-  DriverHost host(*bus, std::move(backend), o);
-  v1::DriverCreateRequest cr;
-  cr.set_sandbox_id("sb3");
-  host.create(cr);
+  // The agent ended (the gateway says EXITED) but the workload has not yet: the last report says
+  // running. Polls every 20 ms meanwhile: the old run's exit must not appear.
+  HostFixture f("mem-3", 20ms);
+  f.host->create(HostFixture::request<v1::DriverCreateRequest>("sb3"));
   std::thread ends([&] {  // the supervisor finishing: the workload ends 300 ms into the start
     std::this_thread::sleep_for(300ms);
-    std::lock_guard l(mem->mu);
-    mem->w["sb3"].set_running(false);
-    mem->w["sb3"].set_exited(true);
+    std::lock_guard l(f.mem->mu);
+    f.mem->w["sb3"].set_running(false);
+    f.mem->w["sb3"].set_exited(true);
   });
-  v1::DriverStartRequest start;
-  start.set_sandbox_id("sb3");
-  host.start_workload(start);
+  f.host->start_workload(HostFixture::request<v1::DriverStartRequest>("sb3"));
   ends.join();
-  CHECK_FALSE(mem->started_while_running);
-  REQUIRE(testing::wait_until([&] { return reports.kinds("sb3").size() >= 2; }, 5s));
-  std::this_thread::sleep_for(200ms);  // polls meanwhile: the old run's exit must not appear
-  CHECK(reports.kinds("sb3") == std::vector{v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_RUNNING});
+  CHECK_FALSE(f.mem->started_while_running);
+  f.expect("sb3", {v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_RUNNING});
 }
 
 TEST_CASE("a create whose workload dies at once reports RUNNING then EXITED, even with a poll inside the create") {
-  testing::NatsServer nats;
-  auto bus = Bus::connect({.url = nats.url()});
-  bus->ensure_stream(subjects::kSandboxStream, {subjects::kSandboxAll}, std::chrono::hours(1));
-  Reports reports(*bus);
-  auto backend = std::make_unique<MemoryBackend>();
-  auto* mem = backend.get();
-  mem->create_exited = true;
-  DriverHostOptions o{.driver_id = "mem-4", .kind = "memory", .capacity = 4, .heartbeat = 1h, .poll = 1h};
-  DriverHost host(*bus, std::move(backend), o);
-  mem->after_change = [&] { host.poll(); };
-  v1::DriverCreateRequest cr;
-  cr.set_sandbox_id("sb4");
-  host.create(cr);
-  host.poll();
-  const std::vector want{v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_EXITED};
-  REQUIRE(testing::wait_until([&] { return reports.kinds("sb4").size() >= want.size(); }, 5s));
-  std::this_thread::sleep_for(100ms);
-  CHECK(reports.kinds("sb4") == want);
+  HostFixture f("mem-4", 1h, /*create_exited=*/true);
+  f.mem->after_change = [&] { f.host->poll(); };
+  f.host->create(HostFixture::request<v1::DriverCreateRequest>("sb4"));
+  f.host->poll();
+  f.expect("sb4", {v1::REPORT_WORKLOAD_RUNNING, v1::REPORT_WORKLOAD_EXITED});
 }
 
 TEST_CASE("normalize_driver_id lower-cases and refuses what is not a subject token") {
