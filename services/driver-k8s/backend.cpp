@@ -222,6 +222,10 @@ bool K8sBackend::stop(const std::string& sandbox_id, std::chrono::milliseconds g
 
 std::string K8sBackend::start(const std::string& sandbox_id) {
   const std::string name = resource_name(sandbox_id);
+  // A Sandbox whose agent ended on its own still says Running, and its pod (restartPolicy Never)
+  // stays ended: the controller makes a new pod only for a Sandbox that was suspended. So suspend
+  // it first (its pod is done: no grace).
+  if (auto obj = client_->get(o_.version, name); obj && wants_running(*obj)) stop(sandbox_id, std::chrono::milliseconds(0));
   try {
     auto obj = client_->patch(o_.version, name, run_patch(o_.version, true));
     std::lock_guard lock(mu_);

@@ -227,6 +227,11 @@ TEST_CASE("create -> a schema-valid v1beta1 Sandbox with GPU limits, RUNNING; st
   REQUIRE(exited);
   CHECK(exited->exit_code() == 3);
 
+  // Started again after ending on its own: a new pod replaces the ended one.
+  CHECK(s.start(id) == std::string(kNs) + "/" + name_of(id));
+  CHECK(wait_until([&] { return s.get(id).running(); }, 5s));
+  CHECK((*s.api_.object(kNs, name_of(id)))["spec"]["operatingMode"] == "Running");
+
   CHECK(s.remove(id));
   CHECK_FALSE(s.api_.object(kNs, name_of(id)));
   CHECK_FALSE(s.remove(id));
