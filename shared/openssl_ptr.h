@@ -46,6 +46,7 @@ using ExtPtr = std::unique_ptr<X509_EXTENSION, OsslFree<X509_EXTENSION_free>>;
 using StorePtr = std::unique_ptr<X509_STORE, OsslFree<X509_STORE_free>>;
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OsslFree<X509_STORE_CTX_free>>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, OsslFree<SSL_CTX_free>>;
+using SslPtr = std::unique_ptr<SSL, OsslFree<SSL_free>>;
 }  // namespace ossl
 
 }  // namespace bulwark

@@ -134,19 +134,6 @@ void write_new_file(const std::string& path, const std::string& content, mode_t 
 
 // ---- certificates ----
 
-PkeyPtr new_p256_key() {
-  PkeyPtr key(EVP_EC_gen("P-256"));
-  if (!key) fail("generate an EC P-256 key");
-  return key;
-}
-
-void set_random_serial(X509* x) {
-  unsigned char bytes[16];
-  check(RAND_bytes(bytes, sizeof bytes), "draw a certificate serial");
-  bytes[0] &= 0x7f;  // keeps the DER INTEGER positive in 16 bytes
-  BnPtr bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
-  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(x))) fail("set a certificate serial");
-}
 
 void add_ext(X509* subject, X509* issuer, int nid, const std::string& value) {
   X509V3_CTX ctx;
@@ -461,6 +448,20 @@ void check_ca_file(const std::string& ca_file, const std::string& field) {
   } catch (const Error& e) {
     throw Error(Code::kInvalidArgument, e.what(), field);
   }
+}
+
+ossl::PkeyPtr new_p256_key() {
+  ossl::PkeyPtr key(EVP_EC_gen("P-256"));
+  if (!key) fail("generate an EC P-256 key");
+  return key;
+}
+
+void set_random_serial(X509* x) {
+  unsigned char bytes[16];
+  check(RAND_bytes(bytes, sizeof bytes), "draw a certificate serial");
+  bytes[0] &= 0x7f;  // keeps the DER INTEGER positive in 16 bytes
+  ossl::BnPtr bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
+  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(x))) fail("set a certificate serial");
 }
 
 }  // namespace bulwark::pki

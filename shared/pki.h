@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "shared/openssl_ptr.h"
+
 namespace bulwark::pki {
 
 // The identities that get a client certificate by default: the CLI's admin and every service.
@@ -76,5 +78,10 @@ void check_cert_and_key(const std::string& cert_file, const std::string& key_fil
 // Checks that a PEM file holds at least one parseable certificate (a CA bundle); Error naming
 // `field` otherwise.
 void check_ca_file(const std::string& ca_file, const std::string& field);
+
+// The pieces every certificate Bulwark makes shares (this PKI, the supervisor's per-sandbox CA):
+// a fresh EC P-256 key, and a random positive 127-bit serial. Throw bulwark::Error (kInternal).
+ossl::PkeyPtr new_p256_key();
+void set_random_serial(X509* x);
 
 }  // namespace bulwark::pki

@@ -3,12 +3,11 @@
 #include <algorithm>
 
 #include "shared/error.h"
+#include "shared/nats_auth.h"
 
 namespace bulwark::gateway {
 
 namespace {
-constexpr const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 Error bad_token(const std::string& why) {
   return Error(Code::kInvalidArgument,
                "page_token: " + why + " (pass the next_page_token of the previous page, with the same filters)", "page_token");
@@ -36,37 +35,16 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }
 }  // namespace
 
-std::string base64url_encode(const std::string& bytes) {
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += kAlphabet[(acc >> bits) & 0x3f];
-    }
-  }
-  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 0x3f];
-  return out;
-}
+// The encoding NATS JWTs use too (shared/nats_auth.h); a page token also refuses padding.
+std::string base64url_encode(const std::string& bytes) { return nats_auth::base64url_encode(bytes); }
 
 std::optional<std::string> base64url_decode(const std::string& text) {
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    const char* p = std::find(kAlphabet, kAlphabet + 64, c);
-    if (p == kAlphabet + 64) return std::nullopt;
-    acc = (acc << 6) | static_cast<uint32_t>(p - kAlphabet);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
+  if (text.find('=') != std::string::npos) return std::nullopt;
+  try {
+    return nats_auth::base64url_decode(text);
+  } catch (const Error&) {
+    return std::nullopt;  // a character outside the alphabet
   }
-  return out;
 }
 
 size_t parse_limit(const std::optional<std::string>& value) {

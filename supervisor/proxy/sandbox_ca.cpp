@@ -26,6 +26,7 @@
 #include "shared/error.h"
 #include "shared/host_name.h"
 #include "shared/openssl_ptr.h"
+#include "shared/pki.h"
 
 namespace bulwark::proxy {
 namespace {
@@ -67,20 +68,6 @@ Host normalize_host(const std::string& raw) {
   return {h->text, h->ip};
 }
 
-PkeyPtr new_p256_key() {
-  PkeyPtr key(EVP_EC_gen("P-256"));
-  if (!key) fail("generate an EC P-256 key");
-  return key;
-}
-
-// 127 random bits: the top bit is clear so the DER INTEGER stays positive in 16 bytes.
-void set_random_serial(X509* x) {
-  unsigned char bytes[16];
-  check(RAND_bytes(bytes, sizeof bytes), "draw a certificate serial");
-  bytes[0] &= 0x7f;
-  BnPtr bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
-  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(x))) fail("set a certificate serial");
-}
 
 // From kBackdate ago for `lifetime` seconds from now, both ends from one reading of the clock.
 void set_validity(X509* x, long lifetime) {
@@ -189,14 +176,14 @@ SandboxCa SandboxCa::generate(const std::string& sandbox_id) {
   ERR_clear_error();
   auto impl = std::make_unique<Impl>();
   impl->id = sandbox_id;
-  impl->ca_key = new_p256_key();
-  impl->leaf_key = new_p256_key();
+  impl->ca_key = pki::new_p256_key();
+  impl->leaf_key = pki::new_p256_key();
 
   X509Ptr ca(X509_new());
   if (!ca) fail("allocate the sandbox CA certificate");
   X509* x = ca.get();
   check(X509_set_version(x, X509_VERSION_3), "set the CA certificate version");
-  set_random_serial(x);
+  pki::set_random_serial(x);
   set_validity(x, kCaLifetime);
   // The CN names the sandbox so a person looking at a certificate knows where it came from;
   // printable ASCII only, shortened to the 64-character limit.
@@ -237,7 +224,7 @@ std::shared_ptr<SSL_CTX> SandboxCa::Impl::mint(const Host& host) const {
   if (!leaf) fail("allocate a leaf certificate");
   X509* x = leaf.get();
   check(X509_set_version(x, X509_VERSION_3), "set the leaf certificate version");
-  set_random_serial(x);
+  pki::set_random_serial(x);
   set_validity(x, kLeafLifetime);
   // A leaf must not outlive its issuer: verifiers would reject it in that last stretch anyway.
   if (ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(ca)) > 0)

@@ -27,13 +27,7 @@ using namespace bulwark::proxy;
 
 namespace {
 
-using X509Ptr = std::unique_ptr<X509, OsslFree<X509_free>>;
-using StorePtr = std::unique_ptr<X509_STORE, OsslFree<X509_STORE_free>>;
-using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OsslFree<X509_STORE_CTX_free>>;
-using SslPtr = std::unique_ptr<SSL, OsslFree<SSL_free>>;
-using SslCtxPtr = std::unique_ptr<SSL_CTX, OsslFree<SSL_CTX_free>>;
-using BioPtr = std::unique_ptr<BIO, OsslFree<BIO_free_all>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslFree<EVP_PKEY_free>>;
+using namespace bulwark::ossl;
 
 X509Ptr parse_pem(const std::string& pem) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));

@@ -27,8 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 const std::string kImage = "localhost/bulwark/agent:latest";
 const std::string kAnthropicKey = "sk-ant-backend-agents-5e1f0c9a7b";
 const std::string kOpenAiKey = "sk-backend-agents-openai-83d2aa41";

@@ -25,8 +25,6 @@ using nlohmann::json;
 
 namespace {
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 // Every secret here carries a marker, so "no secret anywhere" is one search per place.
 const std::string kOpenAiKey = "sk-backend-openai-bwsecret-7f3a9c01d2e4";
 const std::string kAnthropicKey = "sk-ant-backend-bwsecret-52be88aa10c9";

@@ -48,8 +48,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 // A shell word: s in single quotes (URLs with ';', '?' and '&' reach curl as they are).
 std::string sq(const std::string& s) {
   std::string out = "'";

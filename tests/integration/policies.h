@@ -34,6 +34,4 @@ inline std::string position_of(const std::string& text, const std::string& needl
   return std::to_string(line) + ":" + std::to_string(at - line_start + 1);
 }
 
-inline bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
-
 }  // namespace bulwark::testing

@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -18,6 +19,9 @@
 #include "tests/support/support.h"
 
 namespace bulwark::testing {
+
+// Whether `part` occurs in `s` (output, logs, bodies).
+inline bool has(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
 std::string bin(const std::string& name);  // path of a built executable
 std::string source_dir();

@@ -27,8 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 // An HTTP server on 0.0.0.0 answering "<name>: <path>", counting requests.
 class Web {
  public:
