@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "shared/nats_auth.h"
@@ -48,9 +49,23 @@ natsStatus user_jwt_cb(char** jwt, char**, void* closure) {
   *jwt = strdup(static_cast<const std::string*>(closure)->c_str());
   return *jwt ? NATS_OK : NATS_NO_MEMORY;
 }
-natsStatus sign_cb(char**, unsigned char** sig, int* len, const char* nonce, void* closure) {
-  return nats_Sign(static_cast<const std::string*>(closure)->c_str(), nonce, sig, len);  // malloc'ed, libnats frees it
+
+}  // namespace
+
+natsStatus NonceSigner::callback(char** err, unsigned char** sig, int* len, const char* nonce, void* signer) {
+  auto* self = static_cast<NonceSigner*>(signer);
+  natsStatus s = nats_Sign(self->seed.c_str(), nonce, sig, len);  // malloc'ed, libnats frees it
+  if (s != NATS_OK || *len < 1 || (*sig)[0] != 0) return s;
+  std::free(*sig);
+  *sig = nullptr;
+  *len = 0;
+  self->refused.fetch_add(1);
+  *err = strdup("this nonce's signature starts with a zero byte, which libnats < 3.8 would not send (nats.c#705); "
+                "trying again with a new nonce");
+  return NATS_ERR;
 }
+
+namespace {
 
 void on_disconnected(natsConnection* nc, void*) {
   if (!natsConnection_IsClosed(nc) && !natsConnection_IsDraining(nc)) spdlog::warn("NATS connection lost; reconnecting");
@@ -129,9 +144,11 @@ std::unique_ptr<Bus> Bus::connect(const Options& opts) {
     auto c = nats_auth::parse_creds(opts.creds.starts_with("-----BEGIN")
                                         ? opts.creds
                                         : nats_auth::read_text_file(opts.creds, "nats-creds"));
-    bus->creds_ = std::make_unique<UserCreds>(UserCreds{std::move(c.jwt), std::move(c.seed)});
-    check_nats(natsOptions_SetUserCredentialsCallbacks(o.get(), user_jwt_cb, &bus->creds_->jwt, sign_cb,
-                                                       &bus->creds_->seed),
+    bus->creds_ = std::make_unique<UserCreds>();
+    bus->creds_->jwt = std::move(c.jwt);
+    bus->creds_->signer.seed = std::move(c.seed);
+    check_nats(natsOptions_SetUserCredentialsCallbacks(o.get(), user_jwt_cb, &bus->creds_->jwt, NonceSigner::callback,
+                                                       &bus->creds_->signer),
                "NATS credentials");
   }
   if (!opts.ca_file.empty()) {
@@ -147,13 +164,15 @@ std::unique_ptr<Bus> Bus::connect(const Options& opts) {
   }
   auto deadline = std::chrono::steady_clock::now() + opts.connect_timeout;
   natsStatus s;
-  for (;;) {
+  for (int resigned = 0;;) {
     natsConnection* nc = nullptr;
     s = natsConnection_Connect(&nc, o.get());
     if (s == NATS_OK) {
       bus->nc_.reset(nc);
       return bus;
     }
+    // A signature libnats would have dropped (NonceSigner): again at once, with a new nonce.
+    if (bus->creds_ && bus->creds_->signer.refused.exchange(0) > 0 && ++resigned < 16) continue;
     // Refused (or missing) credentials will not improve by retrying.
     if (s == NATS_NOT_PERMITTED || s == NATS_CONNECTION_AUTH_FAILED)
       throw Error(Code::kPermissionDenied,

@@ -6,6 +6,7 @@
 
 #include <google/protobuf/message.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -119,6 +120,17 @@ class KvBucket {
   std::string name_;
 };
 
+// Signs the server's nonce with a user's nkey seed for libnats' signature callback.
+// libnats before 3.8 (Debian 12 has 3.4.1) drops a signature whose first byte is zero and sends
+// none (nats.c#705), so nats-server refuses 1 connect in 256 as if the credentials were wrong; and
+// two such refusals in a row end libnats' reconnecting for good. The signer fails those attempts
+// before anything is sent instead: the next attempt gets a new nonce, hence a new signature.
+struct NonceSigner {
+  std::string seed;
+  std::atomic<int> refused{0};  // attempts failed for a leading zero byte, until the caller resets it
+  static natsStatus callback(char** err, unsigned char** sig, int* len, const char* nonce, void* signer);
+};
+
 class Bus {
  public:
   struct Options {
@@ -228,7 +240,8 @@ class Bus {
   jsCtx* js();
 
   struct UserCreds {
-    std::string jwt, seed;
+    std::string jwt;
+    NonceSigner signer;
   };
   std::string url_;
   std::string inbox_prefix_ = "_INBOX";

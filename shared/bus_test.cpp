@@ -2,10 +2,13 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <ctime>
 
 #include "bulwark/v1/common.pb.h"
 #include "bulwark/v1/sandbox.pb.h"
 #include "shared/bus.h"
+#include "shared/nats_auth.h"
 #include "tests/support/support.h"
 
 using namespace bulwark;
@@ -117,4 +120,57 @@ TEST_CASE("the connection survives a nats-server restart") {
     bus->publish("r", "x");
     return got > 0;
   }, 10s));
+}
+
+TEST_CASE("a nonce signature that starts with a zero byte fails that attempt before it is sent") {
+  nats_Open(-1);  // nats_Sign needs the library initialised, as a connect does
+  NonceSigner signer{nats_auth::KeyPair::create(nats_auth::KeyType::kUser).encoded_seed()};
+  int zero = 0, sent = 0;
+  for (int i = 0; i < 4000 && (zero == 0 || sent == 0); ++i) {  // 1 signature in 256 starts with 0
+    std::string nonce = "nonce-" + std::to_string(i);
+    unsigned char* sig = nullptr;
+    int len = 0;
+    char* err = nullptr;
+    natsStatus s = NonceSigner::callback(&err, &sig, &len, nonce.c_str(), &signer);
+    if (s == NATS_OK) {
+      ++sent;
+      CHECK(len == 64);
+      CHECK(sig[0] != 0);
+      CHECK(err == nullptr);
+    } else {
+      ++zero;
+      CHECK(sig == nullptr);
+      REQUIRE(err != nullptr);
+      CHECK(std::string(err).find("nats.c#705") != std::string::npos);
+    }
+    std::free(sig);
+    std::free(err);
+  }
+  CHECK(zero > 0);
+  CHECK(sent > 0);
+  CHECK(signer.refused.load() == zero);
+}
+
+TEST_CASE("a service with credentials is never refused for libnats' dropped signatures (1000 connects)") {
+  using namespace nats_auth;
+  auto op = KeyPair::create(KeyType::kOperator), sys = KeyPair::create(KeyType::kAccount),
+       account = KeyPair::create(KeyType::kAccount);
+  int64_t now = std::time(nullptr);
+  testing::NatsServer nats(server_config(operator_jwt(op, "op", sys.public_key(), now), sys.public_key(),
+                                         {{sys.public_key(), account_jwt(op, sys.public_key(), "SYS", false, now)},
+                                          {account.public_key(), account_jwt(op, account.public_key(), "app", true, now)}}));
+  std::string creds = new_user_creds(account, "scheduler", service_permissions("scheduler"), now);
+  // Before NonceSigner about 4 of these 1000 were refused as "Authorization Violation".
+  int refused = 0;
+  std::string first_error;
+  for (int i = 0; i < 1000; ++i) {
+    try {
+      Bus::Options o{nats.url(), "t", 0ms};
+      o.creds = creds;
+      Bus::connect(o)->flush();
+    } catch (const Error& e) {
+      if (refused++ == 0) first_error = e.what();
+    }
+  }
+  CHECK_MESSAGE(refused == 0, first_error);
 }

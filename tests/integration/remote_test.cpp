@@ -85,7 +85,9 @@ TEST_CASE("gateway start --remote installs and starts a gateway over ssh; status
                     "--nats-port", std::to_string(nats_port), "--drivers", "podman", "--listen", "127.0.0.1", "--name", "box",
                     "--wait", "30"},
                    env);
-  INFO("stderr: " << start.err << "\nsshd: " << read_file(dir.file("sshd.log")));
+  INFO("stderr: " << start.err << "\nsshd: " << read_file(dir.file("sshd.log"))
+                   << "\nremote gateway-api.log: " << read_file(remote_dir + "/state/logs/gateway-api.log")
+                   << "\nremote nats-server.log: " << read_file(remote_dir + "/state/logs/nats-server.log"));
   REQUIRE(start.code == 0);
   // scripts/up serves HTTPS with client certificates: the CA and the CLI's pair came back too.
   CHECK(start.out == "gateway box is up at https://127.0.0.1:" + std::to_string(http_port) + " (selected)\n");
