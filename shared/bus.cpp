@@ -65,6 +65,15 @@ natsStatus NonceSigner::callback(char** err, unsigned char** sig, int* len, cons
   return NATS_ERR;
 }
 
+natsStatus NonceSigner::connect(natsConnection** nc, natsOptions* o) {
+  natsStatus s = NATS_OK;
+  for (int i = 0; i < 16; ++i) {
+    s = natsConnection_Connect(nc, o);
+    if (s == NATS_OK || refused.exchange(0) == 0) break;
+  }
+  return s;
+}
+
 namespace {
 
 void on_disconnected(natsConnection* nc, void*) {
@@ -164,15 +173,13 @@ std::unique_ptr<Bus> Bus::connect(const Options& opts) {
   }
   auto deadline = std::chrono::steady_clock::now() + opts.connect_timeout;
   natsStatus s;
-  for (int resigned = 0;;) {
+  for (;;) {
     natsConnection* nc = nullptr;
-    s = natsConnection_Connect(&nc, o.get());
+    s = bus->creds_ ? bus->creds_->signer.connect(&nc, o.get()) : natsConnection_Connect(&nc, o.get());
     if (s == NATS_OK) {
       bus->nc_.reset(nc);
       return bus;
     }
-    // A signature libnats would have dropped (NonceSigner): again at once, with a new nonce.
-    if (bus->creds_ && bus->creds_->signer.refused.exchange(0) > 0 && ++resigned < 16) continue;
     // Refused (or missing) credentials will not improve by retrying.
     if (s == NATS_NOT_PERMITTED || s == NATS_CONNECTION_AUTH_FAILED)
       throw Error(Code::kPermissionDenied,

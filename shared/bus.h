@@ -127,8 +127,11 @@ class KvBucket {
 // before anything is sent instead: the next attempt gets a new nonce, hence a new signature.
 struct NonceSigner {
   std::string seed;
-  std::atomic<int> refused{0};  // attempts failed for a leading zero byte, until the caller resets it
+  std::atomic<int> refused{0};  // attempts failed for a leading zero byte, until connect resets it
   static natsStatus callback(char** err, unsigned char** sig, int* len, const char* nonce, void* signer);
+  // natsConnection_Connect with o (whose signature callback is this signer's), again at once after
+  // an attempt the callback failed, up to 16 times.
+  natsStatus connect(natsConnection** nc, natsOptions* o);
 };
 
 class Bus {

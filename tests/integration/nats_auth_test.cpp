@@ -84,10 +84,7 @@ struct RawConn {
       REQUIRE(natsOptions_LoadCATrustedCertificates(o.get(), ca_file.c_str()) == NATS_OK);
     }
     natsConnection* c = nullptr;
-    for (int i = 0; i < 16; ++i) {  // again, as Bus::connect does, when libnats would have dropped the signature
-      status = natsConnection_Connect(&c, o.get());
-      if (status == NATS_OK || signer.refused.exchange(0) == 0) break;
-    }
+    status = creds_text.empty() ? natsConnection_Connect(&c, o.get()) : signer.connect(&c, o.get());
     if (status == NATS_OK) nc.reset(c);
     const char* txt = nats_GetLastError(nullptr);
     last_error = std::string(natsStatus_GetText(status)) + (txt ? std::string(": ") + txt : "");
